@@ -1,0 +1,95 @@
+"""Image -> model input array, exactly as the spec says. Used by train, client and server."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from contract.spec import ModelSpec
+
+# Pillow's own guard raises above 2x this; we refuse anything above it outright.
+MAX_IMAGE_PIXELS = 40_000_000
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
+
+
+class ImageError(ValueError):
+    """Bytes or a file that cannot be turned into a model input."""
+
+
+def load_image(source: Image.Image | bytes | str | Path) -> Image.Image:
+    """Decode an image fully (so truncation is caught here, not later) and apply EXIF rotation."""
+    if isinstance(source, Image.Image):
+        return source
+    what = str(source) if isinstance(source, str | Path) else "image bytes"
+    if isinstance(source, bytes | bytearray | memoryview) and len(source) == 0:
+        raise ImageError("empty image bytes")
+    try:
+        if isinstance(source, str | Path):
+            img = Image.open(source)
+        else:
+            img = Image.open(io.BytesIO(bytes(source)))
+        if img.width * img.height > MAX_IMAGE_PIXELS:
+            raise ImageError(
+                f"{what}: {img.width}x{img.height} exceeds {MAX_IMAGE_PIXELS} pixels "
+                "(possible decompression bomb)"
+            )
+        img.load()
+        return ImageOps.exif_transpose(img)
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"{what}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{what}: is a directory, not an image") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError) as e:
+        raise ImageError(f"{what}: not a readable image ({e.__class__.__name__})") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{what}: corrupt or truncated image ({e})") from None
+
+
+def _to_mode(img: Image.Image, mode: str) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # PIL clips 16/32-bit ints to 255 when converting to L; scale the range instead.
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8), "L")
+    elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        # Composite on black: the background that transparent pixels of a saved tensor had.
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+    return img if img.mode == mode else img.convert(mode)
+
+
+def _resize(img: Image.Image, spec: ModelSpec) -> Image.Image:
+    resample = _RESAMPLE[spec.interpolation]
+    if spec.resize_policy == "resize_center_crop":
+        short = round(spec.resize_scale * max(spec.height, spec.width))
+        w, h = img.size
+        scale = short / min(w, h)
+        img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample)
+        left = (img.width - spec.width) // 2
+        top = (img.height - spec.height) // 2
+        return img.crop((left, top, left + spec.width, top + spec.height))
+    if img.size != (spec.width, spec.height):
+        img = img.resize((spec.width, spec.height), resample)
+    return img
+
+
+def preprocess(source: Image.Image | bytes | str | Path, spec: ModelSpec) -> np.ndarray:
+    """Return a float32 array of shape (channels, height, width), normalized per the spec."""
+    img = _resize(_to_mode(load_image(source), spec.color_mode), spec)
+    arr = np.asarray(img, dtype=np.float32) * np.float32(1.0 / 255.0)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    inv_std = np.float32(1.0) / np.asarray(spec.std, dtype=np.float32)
+    return np.ascontiguousarray(((arr - mean) * inv_std).transpose(2, 0, 1))

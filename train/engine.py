@@ -1,0 +1,184 @@
+"""The training loop, shared by the train stage and optimize's post-pruning fine-tune."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from train.config import AugmentConfig, EarlyStopConfig, OptimConfig
+from train.metrics import classification_metrics
+
+
+@dataclass
+class FitState:
+    """What resume needs besides the weights; plain types so it saves with weights_only."""
+
+    epoch: int = 0  # epochs completed
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+        nesterov=cfg.momentum > 0,
+    )
+
+
+def build_scheduler(opt: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int):
+    """Returns (scheduler or None, True when it steps per batch rather than per epoch)."""
+    total = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg.lr, total_steps=total, pct_start=cfg.warmup_fraction
+        ), True
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total), True
+    if cfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", patience=1), False
+    return None, False
+
+
+def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """Flip, pad-and-crop, rotate on already-normalized tensors (cheap, batched)."""
+    n = x.shape[0]
+    if cfg.hflip:
+        flip = torch.rand(n, generator=gen) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    if cfg.random_crop_padding > 0:
+        p = cfg.random_crop_padding
+        padded = nn.functional.pad(x, (p, p, p, p), mode="replicate")
+        dx, dy = torch.randint(0, 2 * p + 1, (2,), generator=gen).tolist()
+        x = padded[:, :, dy : dy + x.shape[2], dx : dx + x.shape[3]]
+    if cfg.rotation_degrees > 0:
+        angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(cfg.rotation_degrees)
+        cos, sin = angle.cos(), angle.sin()
+        theta = torch.stack(
+            [torch.stack([cos, -sin, torch.zeros(n)], 1), torch.stack([sin, cos, torch.zeros(n)], 1)],
+            1,
+        )
+        grid = nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+        x = nn.functional.grid_sample(x, grid, padding_mode="border", align_corners=False)
+    return x
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, desc: str = "eval") -> tuple:
+    """Logits and labels for a whole loader, in eval mode."""
+    model.eval()
+    logits, labels = [], []
+    for x, y in tqdm(loader, desc=desc, unit="batch", leave=False):
+        logits.append(model(x.contiguous(memory_format=torch.channels_last)).float().numpy())
+        labels.append(y.numpy())
+    return np.concatenate(logits), np.concatenate(labels)
+
+
+def evaluate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, desc: str = "eval") -> dict:
+    logits, labels = predict(model, loader, desc)
+    metrics = classification_metrics(logits, labels)
+    metrics["loss"] = float(loss_fn(torch.from_numpy(logits), torch.from_numpy(labels)))
+    return metrics
+
+
+def train_one_epoch(
+    model, loader, opt, scheduler, per_batch: bool, loss_fn, augment: AugmentConfig,
+    gen: torch.Generator, desc: str,
+) -> float:
+    model.train()
+    total, count = 0.0, 0
+    bar = tqdm(loader, desc=desc, unit="batch", leave=False)
+    for x, y in bar:
+        if augment.enabled:
+            x = augment_batch(x, augment, gen)
+        x = x.contiguous(memory_format=torch.channels_last)
+        loss = loss_fn(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if per_batch and scheduler is not None:
+            scheduler.step()
+        total += loss.item() * len(y)
+        count += len(y)
+        bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
+    return total / max(count, 1)
+
+
+def score_of(metrics: dict, metric: str) -> float:
+    return -metrics["loss"] if metric == "loss" else metrics[metric]
+
+
+def fit(
+    model: nn.Module,
+    train_loader: DataLoader,
+    val_loader: DataLoader,
+    optim_cfg: OptimConfig,
+    *,
+    augment: AugmentConfig | None = None,
+    early_stop: EarlyStopConfig | None = None,
+    loss_fn: nn.Module | None = None,
+    seed: int = 0,
+    state: FitState | None = None,
+    opt_state: dict | None = None,
+    on_epoch_end: Callable[[FitState, bool, dict], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> FitState:
+    """Train for optim_cfg.epochs; `on_epoch_end(state, is_best, resume_blob)` saves."""
+    augment = augment or AugmentConfig()
+    early_stop = early_stop or EarlyStopConfig()
+    loss_fn = loss_fn or nn.CrossEntropyLoss(label_smoothing=optim_cfg.label_smoothing)
+    eval_loss = nn.CrossEntropyLoss()
+    state = state or FitState()
+    model.to(memory_format=torch.channels_last)
+    opt = build_optimizer(model, optim_cfg)
+    scheduler, per_batch = build_scheduler(opt, optim_cfg, len(train_loader))
+    if opt_state:
+        opt.load_state_dict(opt_state["optimizer"])
+        if scheduler is not None and opt_state.get("scheduler"):
+            scheduler.load_state_dict(opt_state["scheduler"])
+    gen = torch.Generator().manual_seed(seed + state.epoch)
+    for epoch in range(state.epoch + 1, optim_cfg.epochs + 1):
+        start = time.perf_counter()
+        lr = opt.param_groups[0]["lr"]
+        desc = f"epoch {epoch}/{optim_cfg.epochs}"
+        train_loss = train_one_epoch(
+            model, train_loader, opt, scheduler, per_batch, loss_fn, augment, gen, desc
+        )
+        val = evaluate(model, val_loader, eval_loss, desc="validating")
+        score = score_of(val, early_stop.metric)
+        if scheduler is not None and not per_batch:
+            scheduler.step(score)
+        seconds = time.perf_counter() - start
+        is_best = score > state.best_score
+        if is_best:
+            state.best_score, state.best_epoch = score, epoch
+        state.epoch = epoch
+        state.history.append(
+            {"epoch": epoch, "train_loss": train_loss, "val_loss": val["loss"],
+             "val_top1": val["top1"], "val_macro_f1": val["macro_f1"], "lr": lr,
+             "seconds": seconds}
+        )
+        log(
+            f"epoch {epoch:>3}/{optim_cfg.epochs}  train_loss {train_loss:.4f}  "
+            f"val_loss {val['loss']:.4f}  val_top1 {val['top1']:.4f}  "
+            f"val_f1 {val['macro_f1']:.4f}  lr {lr:.2e}  {seconds:.1f}s" + ("  *" if is_best else "")
+        )
+        if on_epoch_end is not None:
+            blob = {"optimizer": opt.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else {}}
+            on_epoch_end(state, is_best, blob)
+        if early_stop.patience and epoch - state.best_epoch >= early_stop.patience:
+            log(f"early stop: no {early_stop.metric} gain for {early_stop.patience} epochs")
+            break
+    return state
