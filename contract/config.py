@@ -99,5 +99,10 @@ def load_config(cls, path: str | Path | None = None, overrides: typing.Sequence[
     return _build(cls, data)
 
 
+def from_dict(cls, data: dict):
+    """Rebuild a config saved with to_dict (e.g. the one inside a checkpoint)."""
+    return _build(cls, data)
+
+
 def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)

@@ -50,7 +50,9 @@ def load_image(source: Image.Image | bytes | str | Path) -> Image.Image:
         raise ImageError(f"{what}: no such file") from None
     except IsADirectoryError:
         raise ImageError(f"{what}: is a directory, not an image") from None
-    except (UnidentifiedImageError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError:
+        raise ImageError(f"{what}: too many pixels (possible decompression bomb)") from None
+    except UnidentifiedImageError as e:
         raise ImageError(f"{what}: not a readable image ({e.__class__.__name__})") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{what}: corrupt or truncated image ({e})") from None
@@ -61,7 +63,7 @@ def _to_mode(img: Image.Image, mode: str) -> Image.Image:
         # PIL clips 16/32-bit ints to 255 when converting to L; scale the range instead.
         arr = np.asarray(img, dtype=np.float64)
         top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8), "L")
+        img = Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8))
     elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         # Composite on black: the background that transparent pixels of a saved tensor had.
         rgba = img.convert("RGBA")

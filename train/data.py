@@ -48,9 +48,7 @@ def _list_classes(folder: Path) -> dict[str, list[Path]]:
     return classes
 
 
-def stratified_split(
-    labels: list[int], fractions: tuple[float, ...], seed: int
-) -> list[list[int]]:
+def stratified_split(labels: list[int], fractions: tuple[float, ...], seed: int) -> list[list[int]]:
     """Indices per part; every class is cut in the same proportions (rest goes to part 0)."""
     rng = random.Random(seed)
     parts: list[list[int]] = [[] for _ in range(len(fractions) + 1)]
@@ -145,7 +143,9 @@ def detect_color_mode(files: list[Path], sample: int = 64) -> str:
 
 def measure_mean_std(files: list[Path], spec: ModelSpec, sample: int = 2000) -> tuple:
     """Per-channel mean/std of the training images after resizing, on a fixed sample."""
-    raw = ModelSpec(**{**spec.__dict__, "mean": (0.0,) * spec.channels, "std": (1.0,) * spec.channels})
+    raw = ModelSpec(
+        **{**spec.__dict__, "mean": (0.0,) * spec.channels, "std": (1.0,) * spec.channels}
+    )
     step = max(1, len(files) // sample)
     arrays = []
     for f in files[::step][:sample]:
@@ -182,7 +182,9 @@ def load_split(
     keep_cache = per_image * len(split.files) <= cache_max_mb * 2**20
     arrays, files, labels, skipped = [], [], [], []
     for f, y in zip(
-        tqdm(split.files, desc=f"reading {name}", unit="img", leave=False), split.labels, strict=True
+        tqdm(split.files, desc=f"reading {name}", unit="img", leave=False),
+        split.labels,
+        strict=True,
     ):
         try:
             x = preprocess(f, spec)
@@ -203,8 +205,13 @@ def class_counts(labels: list[int], num_classes: int) -> np.ndarray:
 
 
 def make_loader(
-    ds: ImageDataset, batch_size: int, shuffle: bool, workers: int, seed: int,
-    weighted: bool = False, num_classes: int = 0,
+    ds: ImageDataset,
+    batch_size: int,
+    shuffle: bool,
+    workers: int,
+    seed: int,
+    weighted: bool = False,
+    num_classes: int = 0,
 ) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
     sampler = None
@@ -214,7 +221,11 @@ def make_loader(
         sampler = WeightedRandomSampler(weights.tolist(), len(ds), generator=generator)
         shuffle = False
     return DataLoader(
-        ds, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=workers,
-        generator=generator, persistent_workers=workers > 0,
+        ds,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        sampler=sampler,
+        num_workers=workers,
+        generator=generator,
+        persistent_workers=workers > 0,
     )
-

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -32,7 +33,10 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+        params,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
         nesterov=cfg.momentum > 0,
     )
 
@@ -41,14 +45,29 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoc
     """Returns (scheduler or None, True when it steps per batch rather than per epoch)."""
     total = cfg.epochs * steps_per_epoch
     if cfg.schedule == "onecycle":
+        # OneCycleLR divides by the warm-up length in steps: keep it >= 2 on tiny runs.
+        pct = min(max(cfg.warmup_fraction, 2.5 / total), 0.5)
         return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg.lr, total_steps=total, pct_start=cfg.warmup_fraction
+            opt, max_lr=cfg.lr, total_steps=max(total, 5), pct_start=pct
         ), True
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total), True
     if cfg.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", patience=1), False
     return None, False
+
+
+def restore_schedule(scheduler, per_batch: bool, opt_state: dict, steps_done: int) -> None:
+    """Per-batch schedules are replayed to the step reached, so a resume may change epochs."""
+    if scheduler is None:
+        return
+    if not per_batch:
+        scheduler.load_state_dict(opt_state["scheduler"])
+        return
+    with warnings.catch_warnings():  # replaying steps without optimizer steps is the point
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(steps_done):
+            scheduler.step()
 
 
 def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
@@ -66,7 +85,10 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> 
         angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(cfg.rotation_degrees)
         cos, sin = angle.cos(), angle.sin()
         theta = torch.stack(
-            [torch.stack([cos, -sin, torch.zeros(n)], 1), torch.stack([sin, cos, torch.zeros(n)], 1)],
+            [
+                torch.stack([cos, -sin, torch.zeros(n)], 1),
+                torch.stack([sin, cos, torch.zeros(n)], 1),
+            ],
             1,
         )
         grid = nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
@@ -93,8 +115,15 @@ def evaluate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, desc: str
 
 
 def train_one_epoch(
-    model, loader, opt, scheduler, per_batch: bool, loss_fn, augment: AugmentConfig,
-    gen: torch.Generator, desc: str,
+    model,
+    loader,
+    opt,
+    scheduler,
+    per_batch: bool,
+    loss_fn,
+    augment: AugmentConfig,
+    gen: torch.Generator,
+    desc: str,
 ) -> float:
     model.train()
     total, count = 0.0, 0
@@ -145,8 +174,7 @@ def fit(
     scheduler, per_batch = build_scheduler(opt, optim_cfg, len(train_loader))
     if opt_state:
         opt.load_state_dict(opt_state["optimizer"])
-        if scheduler is not None and opt_state.get("scheduler"):
-            scheduler.load_state_dict(opt_state["scheduler"])
+        restore_schedule(scheduler, per_batch, opt_state, state.epoch * len(train_loader))
     gen = torch.Generator().manual_seed(seed + state.epoch)
     for epoch in range(state.epoch + 1, optim_cfg.epochs + 1):
         start = time.perf_counter()
@@ -165,18 +193,27 @@ def fit(
             state.best_score, state.best_epoch = score, epoch
         state.epoch = epoch
         state.history.append(
-            {"epoch": epoch, "train_loss": train_loss, "val_loss": val["loss"],
-             "val_top1": val["top1"], "val_macro_f1": val["macro_f1"], "lr": lr,
-             "seconds": seconds}
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_loss": val["loss"],
+                "val_top1": val["top1"],
+                "val_macro_f1": val["macro_f1"],
+                "lr": lr,
+                "seconds": seconds,
+            }
         )
         log(
             f"epoch {epoch:>3}/{optim_cfg.epochs}  train_loss {train_loss:.4f}  "
             f"val_loss {val['loss']:.4f}  val_top1 {val['top1']:.4f}  "
-            f"val_f1 {val['macro_f1']:.4f}  lr {lr:.2e}  {seconds:.1f}s" + ("  *" if is_best else "")
+            f"val_f1 {val['macro_f1']:.4f}  lr {lr:.2e}  {seconds:.1f}s"
+            + ("  *" if is_best else "")
         )
         if on_epoch_end is not None:
-            blob = {"optimizer": opt.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else {}}
+            blob = {
+                "optimizer": opt.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else {},
+            }
             on_epoch_end(state, is_best, blob)
         if early_stop.patience and epoch - state.best_epoch >= early_stop.patience:
             log(f"early stop: no {early_stop.metric} gain for {early_stop.patience} epochs")

@@ -51,7 +51,7 @@ def write_split(root: Path, name: str, images: np.ndarray, labels: np.ndarray, i
     for c in LABELS:
         (root / name / c).mkdir(parents=True)
     for i in tqdm(idx, desc=f"writing {name}", unit="img", leave=False):
-        Image.fromarray(images[i], "L").save(root / name / LABELS[labels[i]] / f"{i:05d}.png")
+        Image.fromarray(images[i]).save(root / name / LABELS[labels[i]] / f"{i:05d}.png")
 
 
 def build(out: Path, params: dict, source: Path = SOURCE) -> None:
@@ -81,14 +81,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if not (SOURCE / "train-images-idx3-ubyte.gz").is_file():
-        print(f"error: {SOURCE} not found: install the Debian package dataset-fashion-mnist "
-              "(make setup does)", file=sys.stderr)
+        print(
+            f"error: {SOURCE} not found: install the Debian package dataset-fashion-mnist "
+            "(make setup does)",
+            file=sys.stderr,
+        )
         return 2
     if not 0 < args.val_fraction < 1:
         print("error: --val-fraction must be in (0, 1)", file=sys.stderr)
         return 2
-    params = {"train_per_class": args.train_per_class, "test_per_class": args.test_per_class,
-              "val_fraction": args.val_fraction, "seed": args.seed}
+    params = {
+        "train_per_class": args.train_per_class,
+        "test_per_class": args.test_per_class,
+        "val_fraction": args.val_fraction,
+        "seed": args.seed,
+    }
     marker = args.out / MARKER
     if marker.is_file():
         done = json.loads(marker.read_text())

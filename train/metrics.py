@@ -65,7 +65,9 @@ def binary_metrics(probs: np.ndarray, y_true: np.ndarray, positive: int, thresho
 
 
 def classification_metrics(
-    logits: np.ndarray, y_true: np.ndarray, binary_positive: int | None = None,
+    logits: np.ndarray,
+    y_true: np.ndarray,
+    binary_positive: int | None = None,
     threshold: float = 0.5,
 ) -> dict:
     num_classes = logits.shape[1]

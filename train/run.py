@@ -1,12 +1,12 @@
-"""`python -m train`: ImageFolder -> runs/<name>/{checkpoint.pt, model_spec.json, metrics.json, PNGs}."""
+"""`python -m train`: an ImageFolder in; checkpoint, contract, metrics and plots out."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from train.checkpoint import (
 )
 from train.config import TrainConfig
 from train.data import (
+    SPLITS,
     DataError,
     class_counts,
     detect_color_mode,
@@ -33,7 +34,7 @@ from train.data import (
     measure_mean_std,
     scan_folder,
 )
-from train.engine import FitState, evaluate, fit, predict
+from train.engine import FitState, fit, predict
 from train.metrics import classification_metrics
 from train.models import create_model
 from train.plots import plot_confusion, plot_curves
@@ -59,7 +60,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def build_config(args: argparse.Namespace) -> TrainConfig:
     overrides = list(args.overrides)
     flag_keys = {
-        "data": "data.root", "name": "name", "arch": "model.arch", "epochs": "optim.epochs",
+        "data": "data.root",
+        "name": "name",
+        "arch": "model.arch",
+        "epochs": "optim.epochs",
         "init_from": "model.init_from",
     }
     for attr, key in flag_keys.items():
@@ -83,9 +87,16 @@ def build_spec(cfg: TrainConfig, classes: list[str], train_files: list[Path]) ->
     mode = detect_color_mode(train_files) if d.color_mode == "auto" else d.color_mode
     channels = 1 if mode == "L" else 3
     spec = ModelSpec(
-        name=cfg.name, arch=cfg.model.arch, labels=tuple(classes), height=d.height,
-        width=d.width, color_mode=mode, mean=(0.0,) * channels, std=(1.0,) * channels,
-        resize_policy=d.resize_policy, resize_scale=d.resize_scale,
+        name=cfg.name,
+        arch=cfg.model.arch,
+        labels=tuple(classes),
+        height=d.height,
+        width=d.width,
+        color_mode=mode,
+        mean=(0.0,) * channels,
+        std=(1.0,) * channels,
+        resize_policy=d.resize_policy,
+        resize_scale=d.resize_scale,
     )
     if d.mean is not None and d.std is not None:
         mean, std = tuple(d.mean), tuple(d.std)
@@ -95,9 +106,9 @@ def build_spec(cfg: TrainConfig, classes: list[str], train_files: list[Path]) ->
     return ModelSpec(**{**spec.__dict__, "mean": mean, "std": std}).validate()
 
 
-def apply_init(model: nn.Module, cfg: TrainConfig) -> None:
-    if cfg.model.init_from:
-        loaded, skipped = load_matching(model, state_dict_of(read_checkpoint(cfg.model.init_from)))
+def apply_init(model: nn.Module, cfg: TrainConfig, init_blob: dict | None) -> None:
+    if init_blob is not None:
+        loaded, skipped = load_matching(model, state_dict_of(init_blob))
         print(
             f"init-from {cfg.model.init_from}: loaded {len(loaded)} tensors, "
             f"kept {len(skipped)} fresh" + (f" ({', '.join(skipped[:6])}...)" if skipped else "")
@@ -124,7 +135,50 @@ def print_table(title: str, rows: dict[str, float]) -> None:
     print(f"\n{title}")
     width = max(map(len, rows))
     for key, value in rows.items():
-        print(f"  {key:<{width}}  {value:.4f}" if isinstance(value, float) else f"  {key:<{width}}  {value}")
+        print(
+            f"  {key:<{width}}  {value:.4f}"
+            if isinstance(value, float)
+            else f"  {key:<{width}}  {value}"
+        )
+
+
+def read_data(cfg: TrainConfig, out: Path) -> tuple[ModelSpec, dict, list]:
+    """Scan, split and decode the data once; the spec comes from the run when resuming."""
+    scan = scan_folder(cfg.data, cfg.seed)
+    counts = ", ".join(f"{k} {len(v.files)}" for k, v in scan.splits.items())
+    print(f"data {cfg.data.root}: {len(scan.classes)} classes, {counts}")
+    if cfg.resume:
+        spec = load_spec(out / "model_spec.json")
+        if list(spec.labels) != scan.classes:
+            raise DataError(f"cannot resume {out}: the data's classes differ from the run's")
+    else:
+        spec = build_spec(cfg, scan.classes, scan.splits["train"].files)
+    datasets, skipped = {}, []
+    for name in SPLITS:
+        datasets[name], bad = load_split(scan.splits[name], spec, name, cfg.data.cache_max_mb)
+        skipped += bad
+    for path, why in skipped:
+        print(f"skipped {path}: {why}")
+    for name, ds in datasets.items():
+        if len(ds) == 0:
+            raise DataError(f"the {name} split has no readable images")
+    return spec, datasets, skipped
+
+
+def checkpoint_writer(out: Path, model: nn.Module, cfg: TrainConfig, spec: ModelSpec):
+    """checkpoint.pt keeps the best epoch (the deliverable); last.pt what resume needs."""
+    base = {"arch": spec.arch, "config": to_dict(cfg), "spec": spec.to_dict()}
+
+    def on_epoch_end(state: FitState, is_best: bool, opt_state: dict) -> None:
+        weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if is_best:
+            best = {**base, "state_dict": weights, "epoch": state.epoch}
+            save_checkpoint(out / "checkpoint.pt", best)
+        last = {**base, "state_dict": weights, "opt_state": opt_state,
+                "fit_state": asdict(state)}  # fmt: skip
+        save_checkpoint(out / "last.pt", last)
+
+    return on_epoch_end
 
 
 def run(cfg: TrainConfig) -> dict:
@@ -132,115 +186,84 @@ def run(cfg: TrainConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     out = Path(cfg.out_dir) / cfg.name
-    scan = scan_folder(cfg.data, cfg.seed)
-    splits = scan.splits
-    print(
-        f"data {cfg.data.root}: {len(scan.classes)} classes, "
-        + ", ".join(f"{k} {len(v.files)}" for k, v in splits.items())
-    )
-    resume_blob = None
-    if cfg.resume:
-        resume_blob = read_checkpoint(out / "last.pt")
-        spec = load_spec(out / "model_spec.json")
-        if list(spec.labels) != scan.classes:
-            raise DataError(f"cannot resume {out}: the data's classes differ from the run's")
-    else:
-        spec = build_spec(cfg, scan.classes, splits["train"].files)
-    datasets, skipped = {}, []
-    for name in ("train", "val", "test"):
-        datasets[name], bad = load_split(splits[name], spec, name, cfg.data.cache_max_mb)
-        skipped += bad
-    for path, why in skipped:
-        print(f"skipped {path}: {why}")
-    for name, ds in datasets.items():
-        if len(ds) == 0:
-            raise DataError(f"the {name} split has no readable images")
+    init_blob = read_checkpoint(cfg.model.init_from) if cfg.model.init_from else None
+    resume_blob = read_checkpoint(out / "last.pt") if cfg.resume else None
+    spec, datasets, skipped = read_data(cfg, out)
 
     model = create_model(spec.arch, spec.num_classes, spec.channels)
     print(f"model {spec.arch}: {sum(p.numel() for p in model.parameters()):,} parameters")
     state, opt_state = FitState(), None
     if resume_blob is not None:
         model.load_state_dict(resume_blob["state_dict"])
-        state = FitState(**resume_blob["fit_state"])
-        opt_state = resume_blob["opt_state"]
+        state, opt_state = FitState(**resume_blob["fit_state"]), resume_blob["opt_state"]
         print(f"resuming {out} after epoch {state.epoch}")
     else:
-        apply_init(model, cfg)
-    bs, workers = cfg.optim.batch_size, cfg.data.workers
-    train_loader = make_loader(
-        datasets["train"], bs, True, workers, cfg.seed, cfg.imbalance.weighted_sampler,
-        spec.num_classes,
-    )
-    val_loader = make_loader(datasets["val"], 256, False, workers, cfg.seed)
-    test_loader = make_loader(datasets["test"], 256, False, workers, cfg.seed)
-    loss_fn = make_loss(cfg, datasets["train"].labels, spec.num_classes)
+        apply_init(model, cfg, init_blob)
+
+    workers, n_cls = cfg.data.workers, spec.num_classes
+    loaders = {
+        "train": make_loader(datasets["train"], cfg.optim.batch_size, True, workers, cfg.seed,
+                             cfg.imbalance.weighted_sampler, n_cls),
+        "val": make_loader(datasets["val"], 256, False, workers, cfg.seed),
+        "test": make_loader(datasets["test"], 256, False, workers, cfg.seed),
+    }  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     save_spec(spec, out / "model_spec.json")
-    base = {"arch": spec.arch, "config": to_dict(cfg), "spec": spec.to_dict()}
-    train_seconds = sum(h["seconds"] for h in state.history)
-
-    def on_epoch_end(st: FitState, is_best: bool, blob: dict) -> None:
-        weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if is_best:
-            save_checkpoint(out / "checkpoint.pt", {**base, "state_dict": weights, "epoch": st.epoch})
-        fit_state = {"epoch": st.epoch, "best_score": st.best_score,
-                     "best_epoch": st.best_epoch, "history": st.history}
-        save_checkpoint(out / "last.pt", {**base, "state_dict": weights, "opt_state": blob,
-                                          "fit_state": fit_state})
-
+    print(f"training {cfg.optim.epochs} epochs, batch {cfg.optim.batch_size}, "
+          f"{torch.get_num_threads()} threads")  # fmt: skip
     start = time.perf_counter()
-    print(f"training {cfg.optim.epochs} epochs, batch {bs}, {torch.get_num_threads()} threads")
     state = fit(
-        model, train_loader, val_loader, cfg.optim, augment=cfg.augment,
-        early_stop=cfg.early_stop, loss_fn=loss_fn, seed=cfg.seed, state=state,
-        opt_state=opt_state, on_epoch_end=on_epoch_end,
-    )
-    train_seconds += time.perf_counter() - start
-    best = read_checkpoint(out / "checkpoint.pt")
-    model.load_state_dict(best["state_dict"])
-    return write_reports(cfg, spec, model, state, val_loader, test_loader, skipped, train_seconds, out)
+        model, loaders["train"], loaders["val"], cfg.optim, augment=cfg.augment,
+        early_stop=cfg.early_stop, loss_fn=make_loss(cfg, datasets["train"].labels, n_cls),
+        seed=cfg.seed, state=state, opt_state=opt_state,
+        on_epoch_end=checkpoint_writer(out, model, cfg, spec),
+    )  # fmt: skip
+    train_seconds = time.perf_counter() - start
+    if resume_blob is not None:
+        train_seconds += sum(h["seconds"] for h in resume_blob["fit_state"]["history"])
+    model.load_state_dict(read_checkpoint(out / "checkpoint.pt")["state_dict"])
+    metrics = evaluate_run(cfg, spec, model, loaders)
+    metrics.update(train_seconds=round(train_seconds, 2), epochs_run=state.epoch,
+                   best_epoch=state.best_epoch, history=state.history,
+                   skipped_files=len(skipped))  # fmt: skip
+    write_reports(out, cfg, spec, metrics)
+    return metrics
 
 
-def write_reports(cfg, spec, model, state, val_loader, test_loader, skipped, train_seconds, out):
+def evaluate_run(cfg: TrainConfig, spec: ModelSpec, model: nn.Module, loaders: dict) -> dict:
     positive = None
     if spec.num_classes == 2:
         positive = spec.labels.index(cfg.positive_class) if cfg.positive_class else 1
-    results = {}
-    for name, loader in (("val", val_loader), ("test", test_loader)):
-        logits, labels = predict(model, loader, desc=f"evaluating {name}")
-        results[name] = classification_metrics(logits, labels, positive, cfg.binary_threshold)
-    results["val"]["loss"] = evaluate(model, val_loader, nn.CrossEntropyLoss())["loss"]
-    metrics = {
-        **results,
-        "train_seconds": round(train_seconds, 2),
-        "epochs_run": state.epoch,
-        "best_epoch": state.best_epoch,
-        "history": state.history,
-        "skipped_files": len(skipped),
-        "params": sum(p.numel() for p in model.parameters()),
-        "arch": spec.arch,
-        "labels": list(spec.labels),
-    }
-    atomic_write_json(out / "metrics.json", metrics)
-    plot_confusion(np.array(results["test"]["confusion_matrix"]), list(spec.labels),
-                   out / "confusion_matrix.png", f"{cfg.name}: test confusion matrix")
-    plot_curves(state.history, out / "curves.png")
-    rows = {k: v for k, v in results["test"].items() if k not in ("confusion_matrix",)}
-    rows.update({"train_seconds": metrics["train_seconds"], "skipped_files": len(skipped)})
-    print_table(f"test metrics ({cfg.name}, best epoch {state.best_epoch})", rows)
-    print(f"\nwrote {out}/: checkpoint.pt model_spec.json metrics.json confusion_matrix.png curves.png")
+    metrics = {}
+    for name in ("val", "test"):
+        logits, labels = predict(model, loaders[name], desc=f"evaluating {name}")
+        metrics[name] = classification_metrics(logits, labels, positive, cfg.binary_threshold)
+    metrics.update(arch=spec.arch, params=sum(p.numel() for p in model.parameters()),
+                   labels=list(spec.labels))  # fmt: skip
     return metrics
+
+
+def write_reports(out: Path, cfg: TrainConfig, spec: ModelSpec, metrics: dict) -> None:
+    atomic_write_json(out / "metrics.json", metrics)
+    test = metrics["test"]
+    plot_confusion(np.array(test["confusion_matrix"]), list(spec.labels),
+                   out / "confusion_matrix.png", f"{cfg.name}: test confusion matrix")  # fmt: skip
+    plot_curves(metrics["history"], out / "curves.png")
+    rows = {k: v for k, v in test.items() if k != "confusion_matrix"}
+    rows.update(train_seconds=metrics["train_seconds"], skipped_files=metrics["skipped_files"])
+    print_table(f"test metrics ({cfg.name}, best epoch {metrics['best_epoch']})", rows)
+    files = "checkpoint.pt model_spec.json metrics.json confusion_matrix.png curves.png"
+    print(f"\nwrote {out}/: {files}")
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        cfg = build_config(parse_args(argv))
-        run(cfg)
+        run(build_config(parse_args(argv)))
     except (ConfigError, DataError, SpecError, CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: checkpoint.pt holds the best epoch so far; --resume continues",
-              file=sys.stderr)
+        msg = "interrupted: checkpoint.pt holds the best epoch so far; --resume continues"
+        print(msg, file=sys.stderr)
         return 130
     return 0

@@ -152,6 +152,4 @@ def resnet50(num_classes: int, in_channels: int = 3) -> ResNet:
 @register_model
 def resnet_small(num_classes: int, in_channels: int = 3) -> ResNet:
     """For 28-64 px inputs: 3x3 stem at full resolution, three stages 32/64/128."""
-    return ResNet(
-        BasicBlock, (1, 1, 1), (32, 64, 128), num_classes, in_channels, small_input=True
-    )
+    return ResNet(BasicBlock, (1, 1, 1), (32, 64, 128), num_classes, in_channels, small_input=True)

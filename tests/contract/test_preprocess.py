@@ -1,0 +1,85 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from contract import ImageError, ModelSpec, preprocess
+
+SPEC = ModelSpec(name="m", arch="a", labels=("a", "b"), height=8, width=8, color_mode="L",
+                 mean=(0.5,), std=(0.25,))  # fmt: skip
+
+
+def png_bytes(img: Image.Image, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_normalizes_per_spec():
+    img = Image.new("L", (8, 8), 255)
+    x = preprocess(img, SPEC)
+    assert x.shape == (1, 8, 8) and x.dtype == np.float32
+    np.testing.assert_allclose(x, (1.0 - 0.5) / 0.25)
+
+
+def test_same_array_from_image_bytes_and_path(tmp_path):
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (20, 13, 3), dtype=np.uint8), "RGB")
+    data = png_bytes(img)
+    (tmp_path / "x.png").write_bytes(data)
+    a = preprocess(img, SPEC)
+    np.testing.assert_array_equal(a, preprocess(data, SPEC))
+    np.testing.assert_array_equal(a, preprocess(tmp_path / "x.png", SPEC))
+
+
+def test_rgb_spec_and_center_crop():
+    spec = ModelSpec(name="m", arch="a", labels=("a", "b"), height=4, width=4,
+                     resize_policy="resize_center_crop", resize_scale=1.5)  # fmt: skip
+    x = preprocess(Image.new("RGB", (30, 10), (255, 0, 0)), spec)
+    assert x.shape == (3, 4, 4)
+    np.testing.assert_allclose(x[0], (1 - 0.485) / 0.229, rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "P", "CMYK", "I;16", "LA", "1"])
+def test_odd_modes_become_the_spec_mode(mode):
+    img = Image.new(mode, (5, 5))
+    assert preprocess(img, SPEC).shape == (1, 8, 8)
+
+
+def test_sixteen_bit_is_scaled_not_clipped():
+    img = Image.fromarray(np.full((4, 4), 32768, dtype=np.uint16))
+    assert img.mode == "I;16"
+    x = preprocess(img, SPEC)
+    np.testing.assert_allclose(x * 0.25 + 0.5, 128 / 255, atol=1 / 255)
+
+
+def test_exif_rotation_is_applied():
+    img = Image.new("L", (16, 8), 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", exif=exif.tobytes())
+    spec = ModelSpec(**{**SPEC.__dict__, "height": 16, "width": 8})
+    loaded = preprocess(buf.getvalue(), spec)
+    assert loaded.shape == (1, 16, 8)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "empty"),
+        (b"this is not an image", "not a readable image"),
+        (png_bytes(Image.new("L", (64, 64)))[:60], "corrupt or truncated|not a readable"),
+    ],
+)
+def test_bad_bytes_raise_image_error(data, message):
+    with pytest.raises(ImageError, match=message):
+        preprocess(data, SPEC)
+
+
+def test_decompression_bomb_is_refused():
+    # A PNG header claiming 30000x30000 pixels: refused before any pixel is decoded.
+    img = Image.new("1", (30000, 30000))
+    with pytest.raises(ImageError, match="decompression bomb"):
+        preprocess(png_bytes(img), SPEC)

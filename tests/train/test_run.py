@@ -1,0 +1,71 @@
+"""The train stage end to end on tiny data: outputs, contract, resume, CLI errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from contract import load_spec
+from train.checkpoint import read_checkpoint
+from train.run import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_run_writes_all_outputs(tiny_run):
+    for name in ("checkpoint.pt", "last.pt", "model_spec.json", "metrics.json",
+                 "confusion_matrix.png", "curves.png"):  # fmt: skip
+        assert (tiny_run / name).is_file(), name
+    blob = torch.load(tiny_run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert blob["arch"] == "resnet_small" and "state_dict" in blob
+    spec = load_spec(tiny_run)
+    assert spec.num_classes == 10 and spec.color_mode == "L" and spec.height == 28
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    for key in ("top1", "top5", "macro_f1"):
+        assert 0.0 <= metrics["test"][key] <= 1.0
+    assert metrics["test"]["n"] == 200 and metrics["train_seconds"] > 0
+    assert (tiny_run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resume_continues_after_the_last_epoch(tiny_run, tiny_data, tmp_path):
+    out = tmp_path / "runs"
+    base = ["--data", str(tiny_data), "--name", "r", f"out_dir={out}", "optim.batch_size=64"]
+    assert main([*base, "--epochs", "1"]) == 0
+    assert main([*base, "--epochs", "2", "--resume"]) == 0
+    history = json.loads((out / "r" / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert read_checkpoint(out / "r" / "last.pt")["fit_state"]["epoch"] == 2
+
+
+def test_init_from_and_frozen_backbone(tiny_run, tiny_data, tmp_path, capsys):
+    args = ["--data", str(tiny_data), "--name", "ft", f"out_dir={tmp_path}", "--epochs", "1",
+            "--init-from", str(tiny_run / "checkpoint.pt"), "--freeze-backbone"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "loaded" in out and "backbone frozen" in out
+    before = read_checkpoint(tiny_run / "checkpoint.pt")["state_dict"]
+    after = read_checkpoint(tmp_path / "ft" / "checkpoint.pt")["state_dict"]
+    assert torch.equal(before["conv1.weight"], after["conv1.weight"])
+    assert not torch.equal(before["fc.weight"], after["fc.weight"])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "/nonexistent"], "data folder not found: /nonexistent"),
+        (["--config", "/nonexistent.yaml"], "config file not found"),
+        (["optim.lrr=1"], "unknown config key: optim.lrr"),
+        (["optim.schedule=linear"], "optim.schedule must be"),
+        (["--init-from", "/nonexistent.pt"], "checkpoint not found"),
+    ],
+)
+def test_cli_errors_are_one_line(args, message, tiny_data, tmp_path):
+    if "--data" not in args:
+        args = ["--data", str(tiny_data), f"out_dir={tmp_path}", *args]
+    proc = subprocess.run([sys.executable, "-m", "train", *args], capture_output=True, text=True)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "default").exists()
