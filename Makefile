@@ -12,13 +12,16 @@ DEBS       := dataset-fashion-mnist libb64-0d
 RUN    ?= runs/default
 CONFIG ?= configs/default.yaml
 ARGS   ?=
+SERVE_REPO ?= model_repository
+SERVE_ARGS ?=
+PID_FILE   := .serve/server.pid
 
-.PHONY: help setup debs data train optimize demo test test-fast lint format clean
+.PHONY: help setup debs data train optimize serve serve-bg stop demo test test-fast lint format clean
 
 help:
 	@echo "make demo   - the whole pipeline on the embedded Fashion-MNIST (setup included)"
 	@echo "make test   - lint + all tests (setup included)"
-	@echo "make setup | data | train | optimize | lint | format | clean"
+	@echo "make setup | data | train | optimize | serve | serve-bg | stop | lint | format | clean"
 
 setup: debs $(STAMP)
 
@@ -28,8 +31,9 @@ debs:
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
 	@echo "setup: installing pinned Python packages into $(VENV) (CPU torch 2.13.0)"
-	@$(PY) -m pip install -q -r requirements.lock
-	@$(PY) -m pip install -q --no-deps -e .
+	@# pip warns once per package about this machine's empty local index dirs; keep errors.
+	@set -o pipefail; $(PY) -m pip install -q -r requirements.lock 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@set -o pipefail; $(PY) -m pip install -q --no-deps -e . 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@touch $(STAMP)
 	@echo "setup: done"
 
@@ -41,6 +45,16 @@ train: data
 
 optimize: setup
 	$(PY) -m optimize --run $(RUN) $(ARGS)
+
+serve: setup
+	$(PY) -m serve --repo $(SERVE_REPO) $(SERVE_ARGS)
+
+serve-bg: setup
+	$(PY) -m serve --repo $(SERVE_REPO) --background --pid-file $(PID_FILE) \
+		--log-file .serve/server.log $(SERVE_ARGS)
+
+stop: setup
+	$(PY) -m serve stop --pid-file $(PID_FILE)
 
 demo: train
 	@echo "demo: done. Model, metrics and plots in $(RUN)/"
@@ -59,5 +73,5 @@ test: lint
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
-clean:
-	rm -rf runs data model_repository/* .pytest_cache .ruff_cache
+clean: stop
+	rm -rf runs data model_repository .serve .pytest_cache .ruff_cache

@@ -1,0 +1,63 @@
+"""Constants and helpers shared by the serve tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from contract import ModelSpec
+from serve.server import free_port
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CLASSIFIER = "tiny_onnx"
+ADMIN_KEY = "test-admin-key-0123"
+MAX_BATCH = 8
+SPEC = ModelSpec(
+    name="tiny",
+    arch="tinycnn",
+    labels=tuple(f"class{i}" for i in range(10)),
+    height=28,
+    width=28,
+    color_mode="L",
+    mean=(0.5,),
+    std=(0.5,),
+)
+# Hand-written as an operator would; the 20 ms batching window lets concurrent test requests
+# reliably meet in one batch.
+CLASSIFIER_CONFIG = """\
+name: "tiny_onnx"
+backend: "onnxruntime"
+max_batch_size: 32
+input [{ name: "input" data_type: TYPE_FP32 dims: [1, 28, 28] }]
+output [{ name: "logits" data_type: TYPE_FP32 dims: [10] label_filename: "labels.txt" }]
+dynamic_batching { max_queue_delay_microseconds: 20000 }
+instance_group [{ kind: KIND_CPU count: 1 }]
+parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
+"""
+
+
+def free_ports(n: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < n:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_classifier(repo: Path, onnx: Path | None = None) -> Path:
+    model_dir = repo / CLASSIFIER
+    (model_dir / "1").mkdir(parents=True)
+    (model_dir / "config.pbtxt").write_text(CLASSIFIER_CONFIG)
+    (model_dir / "labels.txt").write_text("".join(f"{label}\n" for label in SPEC.labels))
+    if onnx is not None:
+        (model_dir / "1" / "model.onnx").write_bytes(onnx.read_bytes())
+    return model_dir

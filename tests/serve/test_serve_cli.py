@@ -1,0 +1,143 @@
+"""`python -m serve` as an operator runs it: errors, background + stop, foreground + SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+from serve_helpers import ADMIN_KEY, CLASSIFIER, PROJECT_ROOT, free_ports, write_classifier
+
+from serve.server import ServerError, TritonServer, port_taken
+
+
+def serve_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "serve", *args]
+
+
+def run(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TRITON_ADMIN_KEY": ADMIN_KEY}
+    return subprocess.run(
+        serve_cmd(*args), cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def port_args(tmp_path) -> tuple[list[str], int]:
+    http, grpc, metrics = free_ports(3)
+    args = [f"--http-port={http}", f"--grpc-port={grpc}", f"--metrics-port={metrics}",
+            f"--log-file={tmp_path / 'server.log'}"]  # fmt: skip
+    return args, http
+
+
+def ready(http_port: int) -> bool:
+    try:
+        url = f"http://127.0.0.1:{http_port}/v2/health/ready"
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def test_taken_port_is_one_line(tmp_path):
+    write_classifier(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = run("--repo", str(tmp_path), f"--http-port={port}", timeout=30)
+    assert out.returncode == 1
+    assert out.stderr.splitlines() == [
+        f"serve: error: port {port} (http) on 127.0.0.1 is taken: another server is running? "
+        "choose another with --http-port"
+    ]
+
+
+def test_missing_repo_is_one_line(tmp_path):
+    out = run("--repo", str(tmp_path / "nope"), timeout=30)
+    assert out.returncode == 1 and len(out.stderr.splitlines()) == 1
+    assert "does not exist" in out.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("onnx", "config_edit", "cause"),
+    [
+        (False, None, "model.onnx not found"),
+        (
+            True,
+            ("TYPE_FP32 dims: [1", "TYPE_INT32 dims: [1"),
+            "'input' is TYPE_INT32 in the config",
+        ),
+    ],
+)
+def test_failed_model_load_shows_the_log_tail(
+    tmp_path, tiny_onnx, backend_dir, onnx, config_edit, cause
+):
+    model_dir = write_classifier(tmp_path, tiny_onnx if onnx else None)
+    if config_edit:
+        config = model_dir / "config.pbtxt"
+        config.write_text(config.read_text().replace(*config_edit))
+    http, grpc, metrics = free_ports(3)
+    server = TritonServer(
+        tmp_path,
+        http_port=http,
+        grpc_port=grpc,
+        metrics_port=metrics,
+        admin_key=ADMIN_KEY,
+        backend_dir=backend_dir,
+        log_file=tmp_path / "server.log",
+        ready_timeout=60,
+    )
+    with pytest.raises(ServerError) as e:
+        server.start()
+    first, *tail = str(e.value).splitlines()
+    assert first.startswith("tritonserver exited with code 1 before it was ready")
+    assert any(cause in line for line in tail), tail
+    assert not port_taken("127.0.0.1", http)
+
+
+@pytest.mark.slow
+def test_background_then_stop(model_repo, tmp_path):
+    args, http = port_args(tmp_path)
+    pid_file = tmp_path / "server.pid"
+    out = run("--repo", str(model_repo), "--models", CLASSIFIER, *args,
+              "--background", f"--pid-file={pid_file}")  # fmt: skip
+    try:
+        assert out.returncode == 0, out.stderr
+        assert f"HTTP     http://127.0.0.1:{http}" in out.stdout
+        assert ready(http) and pid_file.is_file()
+
+        again = run("--repo", str(model_repo), *args, "--background", f"--pid-file={pid_file}")
+        assert again.returncode == 1 and "already running" in again.stderr
+    finally:
+        stop = run("stop", f"--pid-file={pid_file}")
+    assert stop.returncode == 0 and "stopped pid" in stop.stdout
+    assert not pid_file.exists() and not ready(http)
+
+
+@pytest.mark.slow
+def test_foreground_stops_cleanly_on_sigterm(model_repo, tmp_path):
+    args, http = port_args(tmp_path)
+    proc = subprocess.Popen(
+        serve_cmd("--repo", str(model_repo), "--models", CLASSIFIER, *args),
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for line in proc.stdout:
+            if "Ctrl-C stops the server" in line:
+                break
+        assert ready(http)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert not ready(http) and not port_taken("127.0.0.1", http)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,173 @@
+"""A real tritonserver on the tiny repository: answers must equal in-process ONNX Runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from serve_helpers import CLASSIFIER, SPEC, png_bytes
+from tritonclient.utils import InferenceServerException
+
+from contract import preprocess
+from serve.server import ServerError, TritonServer
+
+pytestmark = pytest.mark.slow
+RNG = np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module")
+def http(server):
+    client = httpclient.InferenceServerClient(server.http_url, concurrency=8)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def grpc(server):
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    yield client
+    client.close()
+
+
+def images(n: int) -> np.ndarray:
+    return RNG.standard_normal((n, 1, 28, 28)).astype(np.float32)
+
+
+def http_input(x: np.ndarray, name: str = "input", datatype: str = "FP32"):
+    tensor = httpclient.InferInput(name, list(x.shape), datatype)
+    tensor.set_data_from_numpy(x)
+    return tensor
+
+
+def image_input(encoded: list[bytes]):
+    return http_input(np.array([[b] for b in encoded], dtype=np.object_), "image", "BYTES")
+
+
+def reference(ort_session, x: np.ndarray) -> np.ndarray:
+    return ort_session.run(["logits"], {"input": x})[0]
+
+
+def test_server_and_models_ready(server, http, grpc):
+    assert http.is_server_ready() and grpc.is_server_ready()
+    for model in (CLASSIFIER, "tiny_preprocess", "tiny"):
+        assert http.is_model_ready(model) and grpc.is_model_ready(model)
+
+
+def test_http_and_grpc_equal_onnxruntime(http, grpc, ort_session):
+    x = images(3)
+    via_http = http.infer(CLASSIFIER, [http_input(x)]).as_numpy("logits")
+    g = grpcclient.InferInput("input", list(x.shape), "FP32")
+    g.set_data_from_numpy(x)
+    via_grpc = grpc.infer(CLASSIFIER, [g]).as_numpy("logits")
+    np.testing.assert_allclose(via_http, reference(ort_session, x), atol=1e-5)
+    np.testing.assert_allclose(via_grpc, reference(ort_session, x), atol=1e-5)
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(http, ort_session):
+    sizes = [1, 2, 1, 3, 1, 1, 2, 1]
+    xs = [images(n) for n in sizes]
+    before = http.get_inference_statistics(CLASSIFIER)["model_stats"][0]
+    pending = [http.async_infer(CLASSIFIER, [http_input(x)]) for x in xs]
+    results = [p.get_result().as_numpy("logits") for p in pending]
+    after = http.get_inference_statistics(CLASSIFIER)["model_stats"][0]
+    for x, got in zip(xs, results, strict=True):
+        np.testing.assert_allclose(got, reference(ort_session, x), atol=1e-5)
+    assert after["inference_count"] - before["inference_count"] == sum(sizes)
+    assert after["execution_count"] - before["execution_count"] < len(sizes)  # batches formed
+
+
+@pytest.mark.parametrize(
+    ("bad", "datatype", "message"),
+    [
+        (np.zeros((1, 1, 27, 28), np.float32), "FP32", "unexpected shape for input 'input'"),
+        (np.zeros((1, 1, 28, 28), np.float64), "FP64", "data-type is 'FP64'"),
+    ],
+)
+def test_bad_request_fails_alone(http, ort_session, bad, datatype, message):
+    x = images(1)
+    bad_call = http.async_infer(CLASSIFIER, [http_input(bad, datatype=datatype)])
+    good_call = http.async_infer(CLASSIFIER, [http_input(x)])
+    with pytest.raises(InferenceServerException, match=message):
+        bad_call.get_result()
+    np.testing.assert_allclose(
+        good_call.get_result().as_numpy("logits"), reference(ort_session, x), atol=1e-5
+    )
+
+
+def test_nan_and_inf_inputs_do_not_crash(http):
+    x = images(2)
+    x[0, 0, 0, 0], x[1, 0, 5, 5] = np.nan, np.inf
+    logits = http.infer(CLASSIFIER, [http_input(x)]).as_numpy("logits")
+    assert logits.shape == (2, 10)
+    assert http.is_server_ready()
+
+
+def test_classification_extension_returns_labels(http, ort_session):
+    x = images(2)
+    top3 = http.infer(
+        CLASSIFIER,
+        [http_input(x)],
+        outputs=[httpclient.InferRequestedOutput("logits", class_count=3)],
+    ).as_numpy("logits")
+    expected = np.argsort(-reference(ort_session, x), axis=1)[:, :3]
+    for row, want in zip(top3, expected, strict=True):
+        fields = [entry.decode().split(":") for entry in row]
+        assert [int(f[1]) for f in fields] == list(want)
+        assert [f[2] for f in fields] == [SPEC.labels[i] for i in want]
+
+
+def test_ensemble_on_png_bytes_equals_local_preprocess_and_onnxruntime(http, grpc, ort_session):
+    gray = RNG.integers(0, 256, (28, 28), dtype=np.uint8)
+    rgb = RNG.integers(0, 256, (40, 30, 3), dtype=np.uint8)  # converted to L and resized
+    encoded = [png_bytes(gray), png_bytes(rgb)]
+    want = reference(ort_session, np.stack([preprocess(b, SPEC) for b in encoded]))
+    got = http.infer("tiny", [image_input(encoded)]).as_numpy("logits")
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+    g = grpcclient.InferInput("image", [1, 1], "BYTES")
+    g.set_data_from_numpy(np.array([[encoded[0]]], dtype=np.object_))
+    top = grpc.infer(
+        "tiny", [g], outputs=[grpcclient.InferRequestedOutput("logits", class_count=1)]
+    ).as_numpy("logits")
+    assert top[0][0].decode().split(":")[2] == SPEC.labels[int(np.argmax(want[0]))]
+
+
+def test_ensemble_bad_bytes_fail_alone_and_server_stays_ready(http, ort_session):
+    good = png_bytes(RNG.integers(0, 256, (28, 28), dtype=np.uint8))
+    bad_call = http.async_infer("tiny", [image_input([b"definitely not a PNG"])])
+    good_call = http.async_infer("tiny", [image_input([good])])
+    with pytest.raises(InferenceServerException, match="not a readable image"):
+        bad_call.get_result()
+    want = reference(ort_session, preprocess(good, SPEC)[None])
+    np.testing.assert_allclose(good_call.get_result().as_numpy("logits"), want, atol=1e-5)
+    assert http.is_server_ready() and http.is_model_ready("tiny")
+
+
+def test_second_server_on_same_port_fails_fast(server, model_repo, tmp_path):
+    second = TritonServer(
+        model_repo,
+        http_port=server.ports["http"],
+        admin_key="another-key-123",
+        log_file=tmp_path / "second.log",
+    )
+    with pytest.raises(ServerError) as e:
+        second.start()
+    assert f"port {server.ports['http']} (http) on 127.0.0.1 is taken" in str(e.value)
+    assert "\n" not in str(e.value) and not (tmp_path / "second.log").exists()
+
+
+def test_admin_apis_refuse_without_the_key(server, http, grpc):
+    for call in (http.get_model_repository_index, http.get_system_shared_memory_status):
+        with pytest.raises(InferenceServerException, match="restricted"):
+            call()
+    with pytest.raises(InferenceServerException, match="restricted"):
+        http.unload_model(CLASSIFIER)
+    with pytest.raises(InferenceServerException, match="restricted"):
+        grpc.get_model_repository_index()
+    assert http.is_model_ready(CLASSIFIER)
+
+    index = http.get_model_repository_index(headers=server.admin_headers)
+    assert {m["name"] for m in index} == {CLASSIFIER, "tiny_preprocess", "tiny"}
+    grpc_index = grpc.get_model_repository_index(headers=server.grpc_admin_headers)
+    assert {m.name for m in grpc_index.models} == {CLASSIFIER, "tiny_preprocess", "tiny"}
