@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--freeze-backbone", action="store_true", help="train only the head")
     p.add_argument("--resume", action="store_true", help="continue runs/<name>/last.pt")
     p.add_argument("overrides", nargs="*", help="config overrides as key.sub=value")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # overrides may sit between flags
 
 
 def build_config(args: argparse.Namespace) -> TrainConfig:

@@ -3,22 +3,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from contract import preprocess
 from train.config import DataConfig
 from train.data import DataError, load_split, scan_folder, stratified_split
 from train.run import build_config, build_spec, parse_args
-
-
-def make_folder(root: Path, counts: dict[str, int], size=(12, 10)) -> Path:
-    rng = np.random.default_rng(0)
-    for cls, n in counts.items():
-        (root / cls).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-            Image.fromarray(arr).save(root / cls / f"{i}.png")
-    return root
 
 
 def test_stratified_split_keeps_class_proportions():
@@ -31,7 +20,7 @@ def test_stratified_split_keeps_class_proportions():
     assert stratified_split(labels, (0.1, 0.2), seed=4) != [train, val, test]
 
 
-def test_flat_folder_is_split_and_presplit_is_kept(tmp_path):
+def test_flat_folder_is_split_and_presplit_is_kept(make_folder, tmp_path):
     flat = make_folder(tmp_path / "flat", {"cat": 20, "dog": 10})
     scan = scan_folder(DataConfig(root=str(flat), val_fraction=0.2, test_fraction=0.1), 0)
     assert scan.classes == ["cat", "dog"]
@@ -51,7 +40,7 @@ def test_flat_folder_is_split_and_presplit_is_kept(tmp_path):
         ({"a": 3, "b": 0}, "is empty"),
     ],
 )
-def test_bad_folders_give_one_line_errors(tmp_path, layout, message):
+def test_bad_folders_give_one_line_errors(make_folder, tmp_path, layout, message):
     root = make_folder(tmp_path / "d", {k: v for k, v in layout.items() if v})
     root.mkdir(exist_ok=True)
     for k, v in layout.items():
@@ -66,7 +55,7 @@ def test_missing_folder(tmp_path):
         scan_folder(DataConfig(root=str(tmp_path / "nope")), 0)
 
 
-def test_corrupt_files_are_reported_and_skipped(tmp_path):
+def test_corrupt_files_are_reported_and_skipped(make_folder, tmp_path):
     root = make_folder(tmp_path / "d", {"a": 4, "b": 4})
     (root / "a" / "notes.txt").write_text("not an image")
     (root / "b" / "broken.png").write_bytes((root / "b" / "0.png").read_bytes()[:50])

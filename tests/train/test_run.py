@@ -69,3 +69,21 @@ def test_cli_errors_are_one_line(args, message, tiny_data, tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0] and "Traceback" not in proc.stderr
     assert not (tmp_path / "default").exists()
+
+
+def test_binary_imbalanced_rgb_folder(make_folder, tmp_path):
+    """A flat, imbalanced, colour folder of odd-sized images: split, weighted, FAR/FRR/HTER."""
+    root = make_folder(tmp_path / "spoof", {"live": 40, "spoof": 12}, size=(23, 17))
+    args = ["--data", str(root), "--name", "bin", f"out_dir={tmp_path}", "--epochs", "1",
+            "data.height=16", "data.width=16", "data.color_mode=auto", "data.mean=null",
+            "data.std=null", "data.val_fraction=0.25", "data.test_fraction=0.25",
+            "imbalance.weighted_sampler=true", "imbalance.class_weighted_loss=true",
+            "positive_class=spoof", "optim.batch_size=8"]  # fmt: skip
+    assert main(args) == 0
+    spec = load_spec(tmp_path / "bin")
+    assert spec.color_mode == "RGB" and spec.labels == ("live", "spoof")
+    assert spec.mean != (0.286,) and len(spec.mean) == 3
+    test = json.loads((tmp_path / "bin" / "metrics.json").read_text())["test"]
+    assert test["n"] == 13 and test["positive_class"] == 1
+    assert test["hter"] == pytest.approx((test["far"] + test["frr"]) / 2)
+    assert 0.0 <= test["roc_auc"] <= 1.0
