@@ -16,7 +16,7 @@ SERVE_REPO ?= model_repository
 SERVE_ARGS ?=
 PID_FILE   := .serve/server.pid
 
-.PHONY: help setup debs data train optimize serve serve-bg stop demo test test-fast lint format clean
+.PHONY: help setup debs data train optimize serve serve-bg stop infer verify demo test test-fast lint format clean
 
 help:
 	@echo "make demo   - the whole pipeline on the embedded Fashion-MNIST (setup included)"
@@ -55,6 +55,12 @@ serve-bg: setup
 
 stop: setup
 	$(PY) -m serve stop --pid-file $(PID_FILE)
+
+infer: setup
+	$(PY) client/infer.py $(ARGS)
+
+verify: setup
+	$(PY) client/verify.py --run $(RUN) --repo $(SERVE_REPO) $(ARGS)
 
 demo: train
 	@echo "demo: done. Model, metrics and plots in $(RUN)/"

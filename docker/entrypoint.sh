@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# Entrypoint of Dockerfile.triton: build each missing TensorRT plan for this GPU, then run
+# tritonserver on $MODEL_REPO with the flags `make serve` uses (serve/server.py,
+# TritonServer.command), except:
+#   - no --backend-directory: NVIDIA's native ONNX Runtime backend serves the ONNX variants
+#     here; the project's Python stand-in is only for the CPU wheel server;
+#   - addresses 0.0.0.0: Docker forwards published ports to the container's own interface,
+#     so the server must listen there; publish with `-p 127.0.0.1:8000:8000` to stay local;
+#   - GPU metrics stay on.
+# `entrypoint.sh healthcheck` is the image's HEALTHCHECK. Extra arguments go to tritonserver.
+set -euo pipefail
+
+MODEL_REPO="${MODEL_REPO:-/models}"
+HTTP_PORT="${HTTP_PORT:-8000}"
+GRPC_PORT="${GRPC_PORT:-8001}"
+METRICS_PORT="${METRICS_PORT:-8002}"
+BIND_ADDRESS="${BIND_ADDRESS:-0.0.0.0}"
+TRITONSERVER="${TRITONSERVER:-/opt/tritonserver/bin/tritonserver}"
+# As serve.server.RESTRICTED_APIS: load/unload, shared memory, trace and log files.
+RESTRICTED_APIS="model-repository,shared-memory,trace,logging"
+
+log() { echo "entrypoint: $*" >&2; }
+
+# "<min> <opt> <max>" batch sizes for the TensorRT profile, from a model's config.pbtxt:
+# 1, the largest preferred batch size (what optimize tunes for), max_batch_size.
+trt_batch_args() {
+    local config=$1 max opt=0 size
+    max=$(sed -nE 's/^[[:space:]]*max_batch_size:[[:space:]]*([0-9]+).*/\1/p' "$config" | head -n1)
+    if [[ -z $max || $max -lt 1 ]]; then
+        log "error: $config has no max_batch_size >= 1"
+        return 1
+    fi
+    for size in $(sed -nE 's/^[[:space:]]*preferred_batch_size:[[:space:]]*\[([^]]*)\].*/\1/p' \
+        "$config" | tr ',' ' '); do
+        ((size > opt)) && opt=$size
+    done
+    ((opt < 1 || opt > max)) && opt=$max
+    echo "1 $opt $max"
+}
+
+# What a plan is tied to: the GPU model and the TensorRT version that built it.
+gpu_fingerprint() {
+    local gpu trt
+    gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n1 || true)
+    trt=$(python3 -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null || true)
+    echo "gpu=${gpu:-unknown} tensorrt=${trt:-unknown}"
+}
+
+# Build <model>_trt/1/model.plan from model_qdq.onnx where it is missing or was built for
+# another GPU or TensorRT. A failed build leaves that model out; the CPU variants still serve.
+build_plans() {
+    local repo=$1 dir plan stamp want batches min opt max
+    for dir in "$repo"/*_trt; do
+        [[ -f $dir/config.pbtxt && -f $dir/model_qdq.onnx ]] || continue
+        plan=$dir/1/model.plan
+        stamp=$dir/1/model.plan.built-for
+        want=$(gpu_fingerprint)
+        if [[ -f $plan && -f $stamp && $(<"$stamp") == "$want" ]]; then
+            continue
+        fi
+        batches=$(trt_batch_args "$dir/config.pbtxt") || continue
+        read -r min opt max <<<"$batches"
+        log "building $plan ($want, batch $min/$opt/$max); this takes minutes"
+        rm -f "$plan" "$stamp"
+        mkdir -p "$dir/1"
+        if python3 -m optimize.tensorrt --onnx "$dir/model_qdq.onnx" --out "$plan" \
+            --min "$min" --opt "$opt" --max "$max"; then
+            echo "$want" >"$stamp"
+        else
+            log "warning: no TensorRT plan for ${dir##*/}; it will not be loaded"
+        fi
+    done
+}
+
+# Every model folder with a config; a TensorRT model only once its plan exists.
+models_to_load() {
+    local repo=$1 dir name
+    for dir in "$repo"/*/; do
+        dir=${dir%/}
+        name=${dir##*/}
+        [[ -f $dir/config.pbtxt ]] || continue
+        if [[ $name == *_trt && ! -f $dir/1/model.plan ]]; then
+            log "skipping $name: no TensorRT plan"
+            continue
+        fi
+        echo "$name"
+    done
+}
+
+# The operator's key from $TRITON_ADMIN_KEY; without one the admin APIs stay locked behind
+# a random key nobody knows, as with `make serve`.
+admin_key() {
+    if [[ -z ${TRITON_ADMIN_KEY:-} ]]; then
+        python3 -c 'import secrets; print(secrets.token_urlsafe(24))'
+    elif [[ $TRITON_ADMIN_KEY =~ ^[A-Za-z0-9._~-]{8,}$ ]]; then
+        echo "$TRITON_ADMIN_KEY"
+    else
+        # Triton splits the flag on ',', ':' and '=': other characters would corrupt it.
+        log "error: TRITON_ADMIN_KEY must be 8+ characters of A-Z a-z 0-9 . _ ~ -"
+        return 1
+    fi
+}
+
+# tritonserver's arguments, one a line.
+server_args() {
+    local repo=$1 key=$2 models
+    mapfile -t models < <(models_to_load "$repo")
+    if ((${#models[@]} == 0)); then
+        log "error: no loadable model in $repo"
+        return 1
+    fi
+    local group="$RESTRICTED_APIS:admin-key=$key"
+    printf '%s\n' "--model-repository=$repo" "--model-control-mode=explicit"
+    printf -- '--load-model=%s\n' "${models[@]}"
+    printf '%s\n' \
+        "--disable-auto-complete-config" \
+        "--http-address=$BIND_ADDRESS" "--http-port=$HTTP_PORT" \
+        "--grpc-address=$BIND_ADDRESS" "--grpc-port=$GRPC_PORT" \
+        "--metrics-address=$BIND_ADDRESS" "--metrics-port=$METRICS_PORT" \
+        "--exit-timeout-secs=10" \
+        "--http-restricted-api=$group" "--grpc-restricted-protocol=$group"
+}
+
+# Ready means the server and every loaded model are; no proxy may stand in between.
+healthcheck() {
+    python3 -c 'import sys, urllib.request as u
+try:
+    u.build_opener(u.ProxyHandler({})).open(sys.argv[1], timeout=4)
+except Exception as e:
+    sys.exit(f"not ready: {e}")' "http://127.0.0.1:$HTTP_PORT/v2/health/ready"
+}
+
+main() {
+    if [[ ${1:-} == healthcheck ]]; then
+        healthcheck
+        return
+    fi
+    local key lines args
+    key=$(admin_key) # first: a bad key must not wait for minutes of TensorRT building
+    build_plans "$MODEL_REPO"
+    lines=$(server_args "$MODEL_REPO" "$key")
+    mapfile -t args <<<"$lines"
+    log "starting tritonserver with: ${args[*]//admin-key=*/admin-key=<hidden>}"
+    exec "$TRITONSERVER" "${args[@]}" "$@"
+}
+
+# Sourced (by tests), only the functions are defined.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+    main "$@"
+fi

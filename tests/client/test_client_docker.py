@@ -1,0 +1,136 @@
+"""Dockerfile.triton and docker/entrypoint.sh, checked without Docker (none here)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from serve_helpers import PROJECT_ROOT, SPEC
+
+from optimize.config import RepositoryConfig
+from optimize.repository import RepoModel, write_model
+from serve.server import TritonServer
+
+ENTRYPOINT = PROJECT_ROOT / "docker" / "entrypoint.sh"
+CFG = RepositoryConfig(max_batch_size=16, preferred_batch_size=[4, 8])
+
+
+def bash(script: str, **env: str) -> subprocess.CompletedProcess:
+    """`script` in bash with the entrypoint's functions defined (sourced, so main does not run)."""
+    return subprocess.run(
+        ["bash", "-c", f'source "{ENTRYPOINT}"; {script}'],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    """The layout optimize writes: two ONNX variants, the TensorRT model without its plan."""
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"stand-in: only copied, never parsed here")
+    root = tmp_path / "models"
+    root.mkdir()
+    for name, tensorrt in (("tiny_fp32", False), ("tiny_int8", False), ("tiny_trt", True)):
+        write_model(root, RepoModel(name, onnx, tensorrt=tensorrt), SPEC, CFG)
+    return root
+
+
+def test_dockerfile_arg_defaults_equal_versions_env():
+    pinned = dict(
+        line.split("=", 1)
+        for line in (PROJECT_ROOT / "docker" / "versions.env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    dockerfile = (PROJECT_ROOT / "Dockerfile.triton").read_text()
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", dockerfile, re.MULTILINE))
+    assert {k: v for k, v in pinned.items() if k != "CUDA_VERSION"} == args
+    assert pinned["TRITON_IMAGE"].endswith(":24.10-py3") and pinned["TRITON_VERSION"] == "2.51.0"
+    assert pinned["TENSORRT_VERSION"].startswith(pinned["TENSORRT_PIP"])
+
+
+def test_entrypoint_is_valid_bash():
+    assert os.access(ENTRYPOINT, os.X_OK)
+    subprocess.run(["bash", "-n", str(ENTRYPOINT)], check=True)
+
+
+def test_trt_profile_comes_from_the_config_optimize_writes(repo):
+    result = bash(f'trt_batch_args "{repo}/tiny_trt/config.pbtxt"')
+    assert result.stdout == "1 8 16\n", result.stderr
+
+
+def test_server_flags_are_make_serves_minus_the_local_backend(repo, tmp_path):
+    result = bash(f'server_args "{repo}" test-admin-key-0123')
+    assert result.returncode == 0, result.stderr
+    ours = result.stdout.splitlines()
+    local = TritonServer(
+        repo, "0.0.0.0", models=["tiny_fp32", "tiny_int8"], admin_key="test-admin-key-0123"
+    ).command(tmp_path / "backends")[1:]
+    # Differences by design: NVIDIA's native backends, and GPU metrics on a GPU host.
+    expected = [
+        flag
+        for flag in local
+        if not flag.startswith("--backend-directory=") and flag != "--allow-gpu-metrics=false"
+    ]
+    assert sorted(ours) == sorted(expected)
+    assert "skipping tiny_trt: no TensorRT plan" in result.stderr
+
+
+def test_a_built_plan_is_loaded(repo):
+    (repo / "tiny_trt" / "1").mkdir()
+    (repo / "tiny_trt" / "1" / "model.plan").write_bytes(b"plan")
+    result = bash(f'models_to_load "{repo}"')
+    assert result.stdout.split() == ["tiny_fp32", "tiny_int8", "tiny_trt"]
+
+
+def test_without_a_gpu_the_trt_model_is_left_out_and_the_rest_served(repo):
+    """The whole entrypoint with the real optimize.tensorrt CLI; tritonserver replaced by echo."""
+    result = subprocess.run(
+        [str(ENTRYPOINT), "--log-verbose=1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            **os.environ,
+            "MODEL_REPO": str(repo),
+            "TRITONSERVER": "echo",
+            "TRITON_ADMIN_KEY": "test-admin-key-0123",
+            "PYTHONPATH": str(PROJECT_ROOT),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    flags = result.stdout.split()
+    assert [f for f in flags if f.startswith("--load-model=")] == [
+        "--load-model=tiny_fp32",
+        "--load-model=tiny_int8",
+    ]
+    assert flags[-1] == "--log-verbose=1"
+    assert "cannot build a TensorRT plan here" in result.stderr
+    assert "warning: no TensorRT plan for tiny_trt" in result.stderr
+    assert "admin-key=<hidden>" in result.stderr and "test-admin-key-0123" not in result.stderr
+    assert not (repo / "tiny_trt" / "1" / "model.plan.built-for").exists()
+
+
+@pytest.mark.parametrize("key", ["short", "has:colon-in-it"])
+def test_a_malformed_admin_key_stops_the_container(repo, key):
+    result = subprocess.run(
+        [str(ENTRYPOINT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            **os.environ,
+            "MODEL_REPO": str(repo),
+            "TRITONSERVER": "echo",
+            "TRITON_ADMIN_KEY": key,
+        },
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert "TRITON_ADMIN_KEY must be 8+ characters" in result.stderr
