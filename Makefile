@@ -14,14 +14,16 @@ CONFIG ?= configs/default.yaml
 ARGS   ?=
 SERVE_REPO ?= model_repository
 SERVE_ARGS ?=
+BENCH_ARGS ?=
 PID_FILE   := .serve/server.pid
 
-.PHONY: help setup debs data train optimize serve serve-bg stop infer verify demo test test-fast lint format clean
+.PHONY: help setup debs data train optimize serve serve-bg stop infer verify setup-bench bench demo test test-fast lint format clean
 
 help:
 	@echo "make demo   - the whole pipeline on the embedded Fashion-MNIST (setup included)"
 	@echo "make test   - lint + all tests (setup included)"
-	@echo "make setup | data | train | optimize | serve | serve-bg | stop | lint | format | clean"
+	@echo "make setup | data | train | optimize | serve | serve-bg | stop | infer | verify"
+	@echo "     bench | setup-bench | lint | format | clean"
 
 setup: debs $(STAMP)
 
@@ -62,6 +64,13 @@ infer: setup
 verify: setup
 	$(PY) client/verify.py --run $(RUN) --repo $(SERVE_REPO) $(ARGS)
 
+# perf_analyzer (from tritonclient[all]==2.49.0) + CUDA runtime stub into .venv/tools
+setup-bench: setup
+	@scripts/setup_bench.sh
+
+bench: setup-bench
+	$(PY) -m bench $(BENCH_ARGS)
+
 demo: train
 	@echo "demo: done. Model, metrics and plots in $(RUN)/"
 
@@ -73,7 +82,7 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: lint
+test: lint setup-bench
 	$(PY) -m pytest -q $(ARGS)
 
 test-fast: setup

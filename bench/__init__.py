@@ -1,0 +1,9 @@
+"""`python -m bench`: in-process baselines, served load tests, comparisons and a report.
+
+Modules, one job each: config (typed settings), stats (percentiles and the window rule),
+noise (other processes' CPU load), loadgen (async closed/open loop clients), triton_stats
+(the server's queue/compute split), inprocess + test_inprocess (pytest-benchmark baselines),
+fastapi_app + fastapi_server (the FastAPI+ORT baseline and its launcher), perf_analyzer
+(NVIDIA's cross-check), repository (variants and config variations), search (serving config
+search), summary (targets and verdict), report (markdown, plots, CSV), run (the CLI).
+"""

@@ -1,0 +1,174 @@
+"""Typed bench settings: defaults < configs/bench.yaml < --quick < CLI flags and overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from contract.config import ConfigError, load_config
+
+SECTIONS = (
+    "inprocess",  # pytest-benchmark: eager FP32 and every ONNX variant, batch sizes x threads
+    "sweep",  # closed-loop concurrency sweep of the primary variant, HTTP and gRPC
+    "openloop",  # Poisson arrivals at fractions of the best closed-loop throughput
+    "variants",  # every deployed variant at a few concurrencies
+    "dynbatch",  # dynamic batching on vs off, same model and load
+    "fastapi",  # a FastAPI + ONNX Runtime server on the same artifact
+    "perf_analyzer",  # NVIDIA's perf_analyzer at the comparison concurrency
+    "search",  # serving config search
+)
+
+# --quick: every section, each as short as still says something; < 3 minutes on 2 cores.
+QUICK = (
+    "windows.warmup_s=0.3",
+    "windows.window_s=0.5",
+    "windows.max_s=3.0",
+    "noise.retries=1",
+    "inprocess.threads=[1]",
+    "inprocess.min_rounds=5",
+    "inprocess.max_time_s=0.15",
+    "inprocess.warmup_iterations=3",
+    "served.concurrency=[1,4,16]",
+    "served.grpc_concurrency=[1,16]",
+    "served.variant_concurrency=[1,16]",
+    "served.rates=[0.5]",
+    "perf_analyzer.measurement_ms=500",
+    "perf_analyzer.max_trials=6",
+    "search.instances=[1,2]",
+    "search.max_queue_delay_us=[1000]",
+    "search.preferred_batch_sizes=[[8]]",
+    "search.threads=[1]",
+)
+
+
+@dataclass
+class WindowConfig:
+    """perf_analyzer's rule: windows until the last `windows` agree within `stability`."""
+
+    warmup_s: float = 2.0
+    window_s: float = 2.0
+    stability: float = 0.10  # max/min of throughput and of mean latency, minus 1
+    windows: int = 3
+    max_s: float = 30.0  # cap per point, warm-up excluded; then the point is marked unstable
+    max_requests: int = 2_000_000  # hard bound on requests per point
+
+
+@dataclass
+class NoiseConfig:
+    busy_cores: float = 0.25  # other processes' CPU (in cores) above which a point is redone
+    retries: int = 2  # extra attempts for a busy point; the quietest attempt is kept
+
+
+@dataclass
+class InprocessConfig:
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32])
+    threads: list[int] = field(default_factory=lambda: [1, 2])  # ORT intra-op / torch threads
+    eager: bool = True  # PyTorch eager FP32 from runs/<name>/checkpoint.pt
+    eager_threads: int = 0  # 0: torch's default (all cores), what a naive inference.py gets
+    min_rounds: int = 20
+    max_time_s: float = 1.0
+    warmup_iterations: int = 10
+
+
+@dataclass
+class ServedConfig:
+    concurrency: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
+    grpc_concurrency: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
+    variant_concurrency: list[int] = field(default_factory=lambda: [1, 4, 16])
+    rates: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 0.9])
+    compare_concurrency: int = 16  # dynbatch on/off, Triton vs FastAPI, perf_analyzer
+    max_inflight: int = 512  # open loop: arrivals beyond this many in flight are dropped
+    seed: int = 0
+    ready_timeout_s: float = 120.0
+
+
+@dataclass
+class FastAPIConfig:
+    threads: int = 1  # ORT intra-op threads, as one Triton instance of the served config
+
+
+@dataclass
+class PerfAnalyzerConfig:
+    binary: str = ".venv/tools/bin/perf_analyzer"
+    measurement_ms: int = 2000
+    max_trials: int = 10
+    stability_percentage: int = 10
+
+
+@dataclass
+class SearchConfig:
+    instances: list[int] = field(default_factory=lambda: [1, 2])
+    max_queue_delay_us: list[int] = field(default_factory=lambda: [0, 1000, 4000])
+    preferred_batch_sizes: list[list[int]] = field(default_factory=lambda: [[], [8], [16]])
+    threads: list[int] = field(default_factory=lambda: [1, 2])  # ORT intra-op per instance
+    concurrency: int = 16
+    p99_ms: float = 50.0
+    apply: bool = False  # write the winner's config.pbtxt into the repository
+
+
+@dataclass
+class BenchConfig:
+    repo: str = "model_repository"
+    model: str | None = None  # None: the one model family in the repository
+    run: str | None = None  # run folder (checkpoint for eager); None: runs/<model>
+    out: str = "bench/results"
+    sections: list[str] = field(default_factory=lambda: list(SECTIONS))
+    quick: bool = False
+    windows: WindowConfig = field(default_factory=WindowConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    inprocess: InprocessConfig = field(default_factory=InprocessConfig)
+    served: ServedConfig = field(default_factory=ServedConfig)
+    fastapi: FastAPIConfig = field(default_factory=FastAPIConfig)
+    perf_analyzer: PerfAnalyzerConfig = field(default_factory=PerfAnalyzerConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+
+def _positive(name: str, values) -> None:
+    if not values or any(v <= 0 for v in values):
+        raise ConfigError(f"{name} must be a non-empty list of positive numbers")
+
+
+def validate(cfg: BenchConfig) -> BenchConfig:
+    unknown = [s for s in cfg.sections if s not in SECTIONS]
+    if unknown:
+        raise ConfigError(f"unknown section {unknown[0]!r} (known: {', '.join(SECTIONS)})")
+    w = cfg.windows
+    if not (w.window_s > 0 and w.max_s >= w.window_s and w.warmup_s >= 0 and w.windows >= 2):
+        raise ConfigError(
+            "windows: need window_s > 0, max_s >= window_s, warmup_s >= 0, windows >= 2"
+        )
+    if not 0 < w.stability < 1:
+        raise ConfigError("windows.stability must be in (0, 1), e.g. 0.10")
+    _positive("inprocess.batch_sizes", cfg.inprocess.batch_sizes)
+    _positive("inprocess.threads", cfg.inprocess.threads)
+    _positive("served.concurrency", cfg.served.concurrency)
+    _positive("served.grpc_concurrency", cfg.served.grpc_concurrency)
+    _positive("served.variant_concurrency", cfg.served.variant_concurrency)
+    _positive("served.rates", cfg.served.rates)
+    _positive("search.instances", cfg.search.instances)
+    _positive("search.threads", cfg.search.threads)
+    if any(d < 0 for d in cfg.search.max_queue_delay_us) or not cfg.search.max_queue_delay_us:
+        raise ConfigError("search.max_queue_delay_us must be a non-empty list of values >= 0")
+    if any(b <= 0 for sizes in cfg.search.preferred_batch_sizes for b in sizes):
+        raise ConfigError("search.preferred_batch_sizes: batch sizes must be positive")
+    if not cfg.search.preferred_batch_sizes:
+        raise ConfigError("search.preferred_batch_sizes needs at least one entry ([] = none)")
+    if cfg.search.p99_ms <= 0:
+        raise ConfigError("p99 budget (--p99-ms / search.p99_ms) must be > 0 ms")
+    for name, value in (
+        ("served.compare_concurrency", cfg.served.compare_concurrency),
+        ("served.max_inflight", cfg.served.max_inflight),
+        ("search.concurrency", cfg.search.concurrency),
+        ("fastapi.threads", cfg.fastapi.threads),
+        ("perf_analyzer.measurement_ms", cfg.perf_analyzer.measurement_ms),
+        ("perf_analyzer.max_trials", cfg.perf_analyzer.max_trials),
+    ):
+        if value <= 0:
+            raise ConfigError(f"{name} must be > 0")
+    if cfg.noise.busy_cores <= 0 or cfg.noise.retries < 0:
+        raise ConfigError("noise: busy_cores must be > 0 and retries >= 0")
+    return cfg
+
+
+def load(path: str | None, overrides: list[str], quick: bool) -> BenchConfig:
+    extra = [*QUICK, "quick=true"] if quick else []
+    return validate(load_config(BenchConfig, path, [*extra, *overrides]))

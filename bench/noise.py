@@ -1,0 +1,90 @@
+"""Who else used the CPU during a measurement: /proc/stat minus our own process tree.
+
+"Ours" is this process, its live descendants (tritonserver and its Python stubs, uvicorn,
+perf_analyzer, the pytest-benchmark child) and the children it has already reaped (their
+time is folded into our cutime/cstime). Everything else busy on the machine is "other".
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CORES = os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Sample:
+    t: float  # time.monotonic()
+    busy: int  # machine-wide busy jiffies (all CPUs)
+    ours: int  # jiffies of our process tree
+    client: int  # jiffies of this process alone: the load generator's own cost
+
+
+def _machine_busy() -> int:
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return user + nice + system + irq + softirq + steal
+
+
+def _stat_fields(pid: int | str) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # exited since we listed it
+        return None
+    return text.rsplit(")", 1)[1].split()  # the command name may contain spaces
+
+
+def _tree_jiffies(root: int) -> int:
+    """utime+stime+cutime+cstime of `root` and of every live descendant."""
+    children: dict[int, list[int]] = {}
+    times: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        f = _stat_fields(entry.name)
+        if f is None:
+            continue
+        pid, ppid = int(entry.name), int(f[1])
+        children.setdefault(ppid, []).append(pid)
+        # fields after ")": state ppid ... utime(11) stime(12) cutime(13) cstime(14)
+        times[pid] = int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+    total, stack, seen = 0, [root], set()
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        total += times.get(pid, 0)
+        stack.extend(children.get(pid, ()))
+    return total
+
+
+def sample(root: int | None = None) -> Sample:
+    own = _stat_fields("self")
+    client = int(own[11]) + int(own[12]) if own else 0
+    return Sample(time.monotonic(), _machine_busy(), _tree_jiffies(root or os.getpid()), client)
+
+
+def load_between(a: Sample, b: Sample) -> dict:
+    """CPU use between two samples, in cores (1.0 = one core fully busy)."""
+    seconds = max(b.t - a.t, 1e-6)
+    busy = (b.busy - a.busy) / CLOCK_TICKS / seconds
+    ours = (b.ours - a.ours) / CLOCK_TICKS / seconds
+    # A child that exits unreaped between samples loses its time from "ours": clamp at 0.
+    other = max(busy - ours, 0.0)
+    return {
+        "seconds": round(seconds, 3),
+        "cores": CORES,
+        "busy_cores": round(busy, 3),
+        "our_cores": round(min(ours, busy), 3),
+        "other_cores": round(other, 3),
+        "client_cores": round((b.client - a.client) / CLOCK_TICKS / seconds, 3),
+    }
+
+
+def is_busy(load: dict, busy_cores: float) -> bool:
+    return load["other_cores"] > busy_cores

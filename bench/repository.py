@@ -1,0 +1,135 @@
+"""The deployed variants of a model repository, and serving-config variations of them.
+
+Variations are loaded with Triton's load API and a config override (nothing is written);
+only `--apply` writes a winning config.pbtxt back, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from contract import ModelSpec, load_spec
+from contract.atomic import atomic_write_text
+from serve.repository import config_text, read_config
+
+VARIANTS = ("fp32", "int8", "pruned", "pruned_int8")  # what optimize deploys for CPU
+
+
+class BenchRepoError(ValueError):
+    pass
+
+
+@dataclass
+class Variant:
+    name: str  # fp32, int8, ...
+    model: str  # Triton model name, e.g. default_int8
+    onnx: Path
+    config: mc.ModelConfig
+
+
+def families(repo: Path) -> list[str]:
+    return sorted(p.parent.name.removesuffix("_fp32") for p in repo.glob("*_fp32/config.pbtxt"))
+
+
+def discover(repo: Path, model: str | None) -> tuple[str, ModelSpec, list[Variant]]:
+    """(model name, its spec, its deployed CPU variants found in `repo`)."""
+    if not repo.is_dir():
+        raise BenchRepoError(f"model repository {repo} does not exist: run `make optimize`")
+    found = families(repo)
+    if model is None:
+        if not found:
+            raise BenchRepoError(f"no model variants (<name>_fp32/) in {repo}: run `make optimize`")
+        if len(found) != 1:
+            raise BenchRepoError(
+                f"{repo} holds {len(found)} models ({', '.join(found) or 'no <name>_fp32'}): "
+                "pick one with --model"
+            )
+        model = found[0]
+    variants = []
+    for name in VARIANTS:
+        folder = repo / f"{model}_{name}"
+        if (folder / "config.pbtxt").is_file() and (folder / "1" / "model.onnx").is_file():
+            variants.append(
+                Variant(
+                    name,
+                    folder.name,
+                    folder / "1" / "model.onnx",
+                    read_config(folder / "config.pbtxt"),
+                )
+            )
+    if not variants:
+        raise BenchRepoError(
+            f"no variants of {model!r} in {repo} (looked for {model}_{{{','.join(VARIANTS)}}}"
+            f"/1/model.onnx; models there: {', '.join(found) or 'none'})"
+        )
+    spec_file = next(
+        (f for v in variants if (f := v.onnx.parent.parent / "model_spec.json").is_file()), None
+    )
+    if spec_file is None:
+        raise BenchRepoError(f"no model_spec.json beside the {model} variants in {repo}")
+    return model, load_spec(spec_file), variants
+
+
+def serving(config: mc.ModelConfig) -> dict:
+    """The serving knobs of a config, as the report states them."""
+    params = config.parameters
+    has_batching = config.HasField("dynamic_batching")
+    return {
+        "instances": sum(g.count or 1 for g in config.instance_group) or 1,
+        "intra_op_threads": int(params["intra_op_thread_count"].string_value or 1),
+        "inter_op_threads": int(params["inter_op_thread_count"].string_value or 1),
+        "dynamic_batching": has_batching,
+        "max_queue_delay_us": (
+            config.dynamic_batching.max_queue_delay_microseconds if has_batching else None
+        ),
+        "preferred_batch_size": (
+            list(config.dynamic_batching.preferred_batch_size) if has_batching else None
+        ),
+        "max_batch_size": config.max_batch_size,
+    }
+
+
+def variation(
+    config: mc.ModelConfig,
+    *,
+    dynamic_batching: bool = True,
+    instances: int | None = None,
+    max_queue_delay_us: int | None = None,
+    preferred_batch_size: list[int] | None = None,
+    intra_op_threads: int | None = None,
+) -> mc.ModelConfig:
+    """A copy of `config` with the given serving knobs changed (None: unchanged)."""
+    out = mc.ModelConfig()
+    out.CopyFrom(config)
+    if not dynamic_batching:
+        out.ClearField("dynamic_batching")
+    else:
+        if max_queue_delay_us is not None:
+            out.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
+        if preferred_batch_size is not None:
+            sizes = [b for b in preferred_batch_size if b <= out.max_batch_size]
+            del out.dynamic_batching.preferred_batch_size[:]
+            out.dynamic_batching.preferred_batch_size.extend(sizes)
+    if instances is not None:
+        del out.instance_group[:]
+        out.instance_group.add(count=instances, kind=mc.ModelInstanceGroup.KIND_CPU)
+    if intra_op_threads is not None:
+        out.parameters["intra_op_thread_count"].string_value = str(intra_op_threads)
+    return out
+
+
+def to_json(config: mc.ModelConfig) -> str:
+    """The form Triton's load API takes as a config override."""
+    return json.dumps(json_format.MessageToDict(config, preserving_proto_field_name=True))
+
+
+def write_config(repo: Path, model: str, config: mc.ModelConfig) -> Path:
+    path = repo / model / "config.pbtxt"
+    atomic_write_text(path, config_text(config))
+    read_config(path)  # what we wrote must parse as Triton will parse it
+    return path

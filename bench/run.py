@@ -1,0 +1,423 @@
+"""`python -m bench`: every section in one run, results under bench/results/<timestamp>/."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from tritonclient.utils import InferenceServerException
+
+from bench import inprocess, perf_analyzer, report
+from bench.config import SECTIONS, BenchConfig, ConfigError, load
+from bench.fastapi_server import FastAPIServer
+from bench.loadgen import Load, RawHTTPTarget, TritonTarget, run_point
+from bench.repository import BenchRepoError, Variant, discover, serving, variation
+from bench.search import ModelControl, search
+from contract import ModelSpec
+from contract.atomic import atomic_write_json
+from serve.errors import ServerError
+from serve.server import TritonServer, free_port
+
+DEFAULT_CONFIG = Path("configs/bench.yaml")
+SERVED = ("sweep", "openloop", "variants", "dynbatch", "perf_analyzer", "search")
+
+
+class UsageError(ValueError):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not argparse's usage block
+        raise UsageError(f"{message} (see python -m bench --help)")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = _Parser(
+        prog="python -m bench",
+        description="Benchmark the model repository: in-process baselines, served load tests, "
+        "comparisons, config search; writes bench/results/<timestamp>/ and latest/.",
+    )
+    p.add_argument("--config", type=Path, help=f"YAML config (default: {DEFAULT_CONFIG})")
+    p.add_argument("--model", help="model name in the repository (default: the only one)")
+    p.add_argument("--repo", help="model repository (default: model_repository)")
+    p.add_argument("--run", help="run folder with checkpoint.pt for eager (default runs/<model>)")
+    p.add_argument("--out", help="results folder (default: bench/results)")
+    p.add_argument("--quick", action="store_true", help="short run (< 3 min), every section")
+    p.add_argument("--sections", help=f"comma-separated subset of: {','.join(SECTIONS)}")
+    p.add_argument("--p99-ms", type=float, help="config search: p99 budget in ms")
+    p.add_argument("--apply", action="store_true", help="write the search winner's config.pbtxt")
+    p.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
+    return p.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> BenchConfig:
+    overrides = []
+    for key in ("model", "repo", "run", "out"):
+        if getattr(args, key) is not None:
+            overrides.append(f"{key}={getattr(args, key)}")
+    if args.sections is not None:
+        overrides.append(f"sections=[{args.sections}]")
+    if args.p99_ms is not None:
+        overrides.append(f"search.p99_ms={args.p99_ms}")
+    if args.apply:
+        overrides.append("search.apply=true")
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        raise UsageError(f"unexpected argument {bad[0]!r}: overrides are key.sub=value")
+    path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    return load(str(path) if path else None, [*overrides, *args.overrides], args.quick)
+
+
+def _machine() -> dict:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+
+
+class Bench:
+    def __init__(self, cfg: BenchConfig, model: str, spec: ModelSpec, variants: list[Variant]):
+        self.cfg, self.model, self.spec, self.variants = cfg, model, spec, variants
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.out = Path(cfg.out) / stamp
+        for n in range(2, 100):  # two runs in one second each get their own folder
+            if not self.out.exists():
+                break
+            self.out = Path(cfg.out) / f"{stamp}-{n}"
+        self.out.mkdir(parents=True)
+        self.sample = (
+            np.random.default_rng(cfg.served.seed)
+            .standard_normal((1, spec.channels, spec.height, spec.width))
+            .astype(np.float32)
+        )
+        self.results: dict = {
+            "model": model,
+            "timestamp": stamp,
+            "quick": cfg.quick,
+            "machine": _machine(),
+            "config": report.config_dict(cfg),
+            "variants": {v.name: {"model": v.model, **serving(v.config)} for v in variants},
+            "inprocess": [],
+            "points": [],
+            "perf_analyzer": None,
+            "search": None,
+            "errors": {},
+            "warnings": [],
+        }
+
+    def log(self, text: str) -> None:
+        print(text, flush=True)
+        if "warning" in text:
+            self.results["warnings"].append(text.strip())
+
+    def section(self, name: str, fn: Callable[[], None]) -> None:
+        if name not in self.cfg.sections:
+            return
+        self.log(f"\n== {name}")
+        t0 = time.monotonic()
+        try:
+            fn()
+        # RuntimeError covers ours: LoadError, ServerError, InprocessError, PerfAnalyzerError,
+        # FastAPIServerError.
+        except (InferenceServerException, RuntimeError, OSError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            self.results["errors"][name] = first
+            self.log(f"  {name} failed: {first}")
+        self.log(f"  ({time.monotonic() - t0:.0f} s)")
+
+    # -- in-process -------------------------------------------------------------------------
+    def _checkpoint(self) -> tuple[Path | None, Path | None]:
+        if not self.cfg.inprocess.eager:
+            return None, None
+        run = Path(self.cfg.run or f"runs/{self.model}")
+        checkpoint = run / "checkpoint.pt"
+        if not checkpoint.is_file():
+            self.log(f"  note: {checkpoint} not found: no PyTorch eager baseline")
+            return None, None
+        spec_path = run / "model_spec.json"
+        return checkpoint, spec_path if spec_path.is_file() else self.variants[0].onnx.parents[1]
+
+    def run_inprocess(self) -> None:
+        checkpoint, spec_path = self._checkpoint()
+        onnx = {v.name: v.onnx for v in self.variants}
+        case_list = inprocess.cases(onnx, self.spec, self.cfg.inprocess, checkpoint, spec_path)
+        self.log(f"  {len(case_list)} cases under pytest-benchmark")
+        rows = inprocess.run(case_list, self.cfg.inprocess, self.cfg.noise, self.out, self.log)
+        self.results["inprocess"] = rows
+        for r in rows:
+            self.log(
+                f"  {r['variant']:<12} b{r['batch']:<3} t{r['threads']}: "
+                f"{r['median_ms']:8.3f} ms  {r['throughput']:9.0f}/s"
+            )
+
+    # -- served -----------------------------------------------------------------------------
+    def primary(self) -> Variant:
+        """The variant the sweep studies: optimize's best CPU variant, else the fastest here."""
+        by_name = {v.name: v for v in self.variants}
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            run = Path(self.cfg.run or f"runs/{self.model}")
+            best = json.loads((run / "optimize_report.json").read_text())["best_cpu_variant"]
+            if best["name"] in by_name:
+                return by_name[best["name"]]
+        rows = [r for r in self.results["inprocess"] if r["kind"] == "onnx"]
+        if rows:
+            top = max(r["batch"] for r in rows)
+            best = max((r for r in rows if r["batch"] == top), key=lambda r: r["throughput"])
+            return by_name[best["variant"]]
+        return self.variants[0]
+
+    def point(self, make_target, load: Load, **tags) -> dict:
+        p = run_point(
+            make_target,
+            load,
+            self.cfg.windows,
+            self.cfg.noise,
+            max_inflight=self.cfg.served.max_inflight,
+            seed=self.cfg.served.seed,
+            log=self.log,
+        )
+        p.update(tags)
+        self.results["points"].append(p)
+        split = (
+            f", server queue {p['queue_ms']:.2f} + infer {p['compute_infer_ms']:.2f} ms"
+            f" (batch {p['avg_batch']})"
+            if p.get("queue_ms") is not None
+            else ""
+        )
+        self.log(
+            f"  {tags['variant']:<12} {p['target']:<12} {load.label():>7}: {p['throughput']:8.1f}/s"
+            f"  p50 {p['p50_ms']:.2f}  p99 {p['p99_ms']:.2f} ms  err {p['errors']}"
+            f"{'' if p['stable'] else '  (unstable)'}{split}"
+        )
+        return p
+
+    def triton(self, server: TritonServer, v: Variant, protocol: str = "http"):
+        return lambda: TritonTarget(
+            server.http_url, server.grpc_url, protocol, v.model, self.spec, self.sample
+        )
+
+    def find(self, **tags) -> dict | None:
+        for p in reversed(self.results["points"]):
+            if all(p.get(k) == val for k, val in tags.items()):
+                return p
+        return None
+
+    def closed(self, server, v: Variant, c: int, protocol="http", section="sweep"):
+        known = self.find(variant=v.name, protocol=protocol, concurrency=c, config="deployed")
+        if known is not None and section != "sweep":
+            return known
+        return self.point(
+            self.triton(server, v, protocol),
+            Load("closed", c),
+            section=section,
+            variant=v.name,
+            protocol=protocol,
+            config="deployed",
+        )
+
+    def run_served(self) -> None:
+        wanted = [s for s in SERVED if s in self.cfg.sections]
+        if not wanted:
+            return
+        free: set[int] = set()
+        while len(free) < 3:  # free_port may hand out the same port twice in a row
+            free.add(free_port())
+        ports = dict(zip(("http_port", "grpc_port", "metrics_port"), sorted(free), strict=True))
+        self.log(f"\n== starting tritonserver ({', '.join(v.model for v in self.variants)})")
+        server = TritonServer(
+            self.cfg.repo,
+            models=[v.model for v in self.variants],
+            **ports,
+            log_file=self.out / "tritonserver.log",
+            ready_timeout=self.cfg.served.ready_timeout_s,
+        )
+        with server:
+            primary = self.primary()
+            self.results["primary"] = primary.name
+            self.log(f"  primary variant: {primary.name} ({primary.model})")
+            self.section("sweep", lambda: self.sweep(server, primary))
+            self.section("openloop", lambda: self.openloop(server, primary))
+            self.section("variants", lambda: self.each_variant(server))
+            self.section("dynbatch", lambda: self.dynbatch(server, primary))
+            self.section("perf_analyzer", lambda: self.cross_check(server, primary))
+            self.section("search", lambda: self.config_search(server, primary))
+
+    def sweep(self, server, v: Variant) -> None:
+        for c in self.cfg.served.concurrency:
+            self.closed(server, v, c, "http")
+        for c in self.cfg.served.grpc_concurrency:
+            self.closed(server, v, c, "grpc")
+
+    def openloop(self, server, v: Variant) -> None:
+        closed = [
+            p
+            for p in self.results["points"]
+            if p["variant"] == v.name and p["load"] == "closed" and p["protocol"] == "http"
+        ]
+        if not closed:
+            closed = [
+                self.closed(server, v, self.cfg.served.compare_concurrency, section="openloop")
+            ]
+        peak = max(p["throughput"] for p in closed)
+        for fraction in self.cfg.served.rates:
+            rate = max(fraction * peak, 1.0)
+            self.point(
+                self.triton(server, v),
+                Load("open", rate),
+                section="openloop",
+                variant=v.name,
+                protocol="http",
+                config="deployed",
+                fraction=fraction,
+            )
+
+    def each_variant(self, server) -> None:
+        for v in self.variants:
+            for c in self.cfg.served.variant_concurrency:
+                self.closed(server, v, c, "http", section="variants")
+
+    def dynbatch(self, server, v: Variant) -> None:
+        c = self.cfg.served.compare_concurrency
+        self.closed(server, v, c, "http", section="dynbatch")
+        control = ModelControl(server.http_url, server.admin_headers)
+        try:
+            control.load(v.model, variation(v.config, dynamic_batching=False))
+            self.point(
+                self.triton(server, v),
+                Load("closed", c),
+                section="dynbatch",
+                variant=v.name,
+                protocol="http",
+                config="no_dynamic_batching",
+            )
+        finally:
+            control.load(v.model, v.config)
+            control.close()
+
+    def cross_check(self, server, v: Variant) -> None:
+        c = self.cfg.served.compare_concurrency
+        ours = self.closed(server, v, c, "http", section="perf_analyzer")
+        pa = perf_analyzer.run(
+            self.cfg.perf_analyzer, server.http_url, "http", v.model, self.spec, c, self.out
+        )
+        pa.update(
+            variant=v.name,
+            ours_throughput=ours["throughput"],
+            ours_p50_ms=ours["p50_ms"],
+            ours_p99_ms=ours["p99_ms"],
+        )
+        self.results["perf_analyzer"] = pa
+        self.log(
+            f"  perf_analyzer c{c}: {pa['throughput']:.1f}/s p50 {pa['p50_ms']:.2f} ms; ours "
+            f"{ours['throughput']:.1f}/s p50 {ours['p50_ms']:.2f} ms"
+            f"{'' if pa['stable'] else ' (perf_analyzer unstable)'}"
+        )
+
+    def config_search(self, server, v: Variant) -> None:
+        s = self.cfg.search
+        control = ModelControl(server.http_url, server.admin_headers)
+
+        def measure() -> dict:
+            return self.point(
+                self.triton(server, v),
+                Load("closed", s.concurrency),
+                section="search",
+                variant=v.name,
+                protocol="http",
+                config="candidate",
+            )
+
+        try:
+            outcome = search(control, v.model, v.config, s, measure, Path(self.cfg.repo), self.log)
+        finally:
+            control.close()
+        self.results["search"] = outcome
+        best = outcome["best"]
+        if best is None:
+            self.log(f"  no candidate met p99 <= {s.p99_ms} ms")
+        else:
+            self.log(
+                f"  best under p99 {s.p99_ms} ms: instances {best['instances']}, delay "
+                f"{best['max_queue_delay_us']} us, preferred {best['preferred_batch_size']}, "
+                f"threads {best['intra_op_threads']}: {best['throughput']:.0f}/s"
+            )
+
+    def run_fastapi(self) -> None:
+        v = next(v for v in self.variants if v.name == self.results.get("primary", v.name))
+        c = self.cfg.served.compare_concurrency
+        with FastAPIServer(
+            v.onnx, free_port(), self.cfg.fastapi.threads, self.out / "fastapi.log"
+        ) as api:
+            self.point(
+                lambda: RawHTTPTarget(f"{api.url}/infer", self.sample),
+                Load("closed", c),
+                section="fastapi",
+                variant=v.name,
+                protocol="http",
+                config="fastapi",
+                threads=self.cfg.fastapi.threads,
+            )
+
+    # -- all --------------------------------------------------------------------------------
+    def run(self) -> int:
+        self.log(f"bench: {self.model} ({', '.join(v.name for v in self.variants)}) -> {self.out}")
+        self.section("inprocess", self.run_inprocess)
+        try:
+            self.run_served()
+        except ServerError as e:
+            self.results["errors"]["tritonserver"] = str(e).splitlines()[0]
+            self.log(f"  tritonserver failed: {str(e).splitlines()[0]}")
+        self.section("fastapi", self.run_fastapi)
+        atomic_write_json(self.out / "results.json", self.results)
+        written = report.write(self.out, self.results)
+        latest = link_latest(self.out)
+        self.log(f"\nbench: wrote {', '.join(p.name for p in written)} in {self.out}")
+        self.log(f"bench: latest -> {latest}")
+        if self.results["errors"]:
+            self.log(f"bench: sections with errors: {', '.join(self.results['errors'])}")
+            return 1
+        return 0
+
+
+def link_latest(out: Path) -> Path:
+    """`latest` beside the timestamped folders: a relative symlink, or a copy if links fail."""
+    latest = out.parent / "latest"
+    if latest.is_symlink() or latest.is_file():
+        latest.unlink()
+    elif latest.is_dir():
+        shutil.rmtree(latest)
+    try:
+        latest.symlink_to(out.name, target_is_directory=True)
+    except OSError:
+        shutil.copytree(out, latest)
+    return latest
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = parse_args(argv)
+        cfg = build_config(args)
+        model, spec, variants = discover(Path(cfg.repo), cfg.model)
+    except (UsageError, ConfigError, BenchRepoError) as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        return 2
+    except SystemExit as e:  # --help
+        return int(e.code or 0)
+    try:
+        return Bench(cfg, model, spec, variants).run()
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130

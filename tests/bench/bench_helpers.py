@@ -1,0 +1,82 @@
+"""Constants and builders shared by the bench tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+from contract import ModelSpec, save_spec
+from serve.server import free_port
+
+MODEL = "tiny"
+SPEC = ModelSpec(
+    name=MODEL,
+    arch="resnet_small",
+    labels=tuple(f"class{i}" for i in range(10)),
+    height=28,
+    width=28,
+    color_mode="L",
+    mean=(0.5,),
+    std=(0.5,),
+)
+# The layout and knobs optimize writes; a short batching window so small tests batch.
+CONFIG = """\
+name: "{name}"
+backend: "onnxruntime"
+max_batch_size: 32
+input [{{ name: "input" data_type: TYPE_FP32 dims: [1, 28, 28] }}]
+output [{{ name: "logits" data_type: TYPE_FP32 dims: [10] }}]
+dynamic_batching {{ preferred_batch_size: [8] max_queue_delay_microseconds: 1000 }}
+instance_group [{{ kind: KIND_CPU count: 1 }}]
+parameters {{ key: "intra_op_thread_count" value: {{ string_value: "1" }} }}
+parameters {{ key: "inter_op_thread_count" value: {{ string_value: "1" }} }}
+"""
+
+
+def free_ports(n: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < n:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+def build_run_and_repo(root: Path, variants=("fp32", "int8")) -> tuple[Path, Path]:
+    """runs/tiny (checkpoint, spec, optimize_report) and a repository of `variants`.
+
+    Every variant is the same random resnet_small: the tests check plumbing, not speed.
+    """
+    import torch
+
+    from train.checkpoint import save_checkpoint
+    from train.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model(SPEC.arch, SPEC.num_classes, SPEC.channels).eval()
+    run = root / "runs" / MODEL
+    run.mkdir(parents=True)
+    save_checkpoint(run / "checkpoint.pt", {"arch": SPEC.arch, "state_dict": net.state_dict()})
+    save_spec(SPEC, run / "model_spec.json")
+    onnx = run / "model.onnx"
+    with warnings.catch_warnings():  # the legacy exporter's deprecation notice
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            (torch.zeros(1, 1, 28, 28),),
+            str(onnx),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
+    repo = root / "model_repository"
+    for v in variants:
+        folder = repo / f"{MODEL}_{v}"
+        (folder / "1").mkdir(parents=True)
+        (folder / "1" / "model.onnx").write_bytes(onnx.read_bytes())
+        (folder / "config.pbtxt").write_text(CONFIG.format(name=folder.name))
+        save_spec(SPEC, folder / "model_spec.json")
+    report = {"best_cpu_variant": {"name": variants[-1]}}
+    (run / "optimize_report.json").write_text(json.dumps(report))
+    return run, repo

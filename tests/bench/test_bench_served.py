@@ -1,0 +1,118 @@
+"""Against real servers: a short sweep, the open loop, FastAPI, perf_analyzer, a whole run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from bench_helpers import SPEC, build_run_and_repo
+
+from bench import perf_analyzer
+from bench.config import NoiseConfig, PerfAnalyzerConfig, WindowConfig
+from bench.fastapi_server import FastAPIServer
+from bench.loadgen import Load, RawHTTPTarget, TritonTarget, run_point
+from bench.run import main
+from serve.server import free_port
+
+pytestmark = pytest.mark.slow
+SHORT = WindowConfig(warmup_s=0.2, window_s=0.3, max_s=1.2)
+QUIET = NoiseConfig(busy_cores=99)  # no retries: tests assert plumbing, never timing
+SAMPLE = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)
+
+
+def _target(server, protocol: str, model: str = "tiny_int8"):
+    return lambda: TritonTarget(server.http_url, server.grpc_url, protocol, model, SPEC, SAMPLE)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_short_sweep_with_server_split(bench_server, protocol):
+    points = [
+        run_point(_target(bench_server, protocol), Load("closed", c), SHORT, QUIET) for c in (1, 4)
+    ]
+    for c, p in zip((1, 4), points, strict=True):
+        assert p["concurrency"] == c and p["requests"] > 0 and p["errors"] == 0
+        assert p["server_requests"] > 0 and p["compute_infer_ms"] is not None
+        assert p["queue_ms"] is not None and p["avg_batch"] >= 1
+        assert p["p50_ms"] <= p["p99_ms"]
+
+
+def test_open_loop_poisson(bench_server):
+    p = run_point(_target(bench_server, "http"), Load("open", 100.0), SHORT, QUIET, seed=1)
+    assert p["load"] == "open" and p["requests"] > 0 and p["errors"] == 0
+
+
+def test_fastapi_baseline(tiny, tmp_path):
+    pytest.importorskip("fastapi", reason="make setup-bench installs fastapi + uvicorn")
+    _, repo = tiny
+    with FastAPIServer(
+        repo / "tiny_fp32" / "1" / "model.onnx", free_port(), 1, tmp_path / "fastapi.log"
+    ) as api:
+        p = run_point(
+            lambda: RawHTTPTarget(f"{api.url}/infer", SAMPLE), Load("closed", 2), SHORT, QUIET
+        )
+    assert p["requests"] > 0 and p["errors"] == 0 and "queue_ms" not in p
+    assert api.process is None  # stopped
+
+
+def test_perf_analyzer_cross_check(bench_server, tmp_path):
+    cfg = PerfAnalyzerConfig(measurement_ms=300, max_trials=4)
+    if not perf_analyzer.PROJECT_ROOT.joinpath(cfg.binary).is_file():
+        pytest.skip("perf_analyzer not installed: make setup-bench")
+    result = perf_analyzer.run(cfg, bench_server.http_url, "http", "tiny_fp32", SPEC, 2, tmp_path)
+    assert result["concurrency"] == 2 and result["throughput"] > 0 and result["p99_ms"] > 0
+
+
+def test_whole_run_writes_every_file(tmp_path, capsys):
+    run, repo = build_run_and_repo(tmp_path)
+    out = tmp_path / "results"
+    code = main(
+        [
+            "--quick",
+            "--repo",
+            str(repo),
+            "--run",
+            str(run),
+            "--out",
+            str(out),
+            "windows.warmup_s=0.1",
+            "windows.window_s=0.2",
+            "windows.max_s=0.6",
+            "noise.retries=0",
+            "inprocess.batch_sizes=[1,8]",
+            "inprocess.min_rounds=2",
+            "inprocess.max_time_s=0.02",
+            "served.concurrency=[1,4]",
+            "served.grpc_concurrency=[1]",
+            "served.variant_concurrency=[1]",
+            "served.compare_concurrency=4",
+            "search.concurrency=4",
+            "search.p99_ms=100000",
+            "perf_analyzer.measurement_ms=300",
+            "perf_analyzer.max_trials=3",
+        ]
+    )
+    printed = capsys.readouterr().out
+    latest = out / "latest"
+    assert latest.is_dir() and (latest / "report.md").is_file(), printed
+    summary = json.loads((latest / "summary.json").read_text())
+    for key in ("served_vs_inprocess", "overhead_ms_c1", "dynbatch_gain_c16", "optimized_vs_eager"):
+        assert summary[key] is not None, (key, summary["targets"][key])
+    for name in (
+        "headline.md",
+        "points.csv",
+        "inprocess.csv",
+        "results.json",
+        "latency_throughput.png",
+        "percentiles.png",
+        "inprocess.png",
+        "search.png",
+    ):
+        assert (latest / name).is_file(), name
+    results = json.loads((latest / "results.json").read_text())
+    assert {p["section"] for p in results["points"]} >= {"sweep", "openloop", "dynbatch", "search"}
+    assert {r["variant"] for r in results["inprocess"]} == {"eager_fp32", "fp32", "int8"}
+    optional = {"fastapi", "perf_analyzer"}  # need make setup-bench
+    assert set(results["errors"]) <= optional, results["errors"]
+    assert code == (1 if results["errors"] else 0)
+    assert "## Targets" in (latest / "report.md").read_text()
