@@ -1,0 +1,5 @@
+import sys
+
+from optimize.run import main
+
+sys.exit(main())

@@ -1,0 +1,158 @@
+"""optimize_report.{json,md} and the accuracy-versus-throughput picture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from contract.atomic import atomic_write_json, atomic_write_text, staged_file  # noqa: E402
+
+COLUMNS = (
+    ("variant", "name", "{}"),
+    ("target", "target", "{}"),
+    ("prec.", "precision", "{}"),
+    ("pruned", "pruned", "{}"),
+    ("size KB", "size_bytes", "{:,.0f}"),
+    ("params", "params", "{:,}"),
+    ("MMACs", "mmacs", "{:.2f}"),
+    ("top-1 %", "top1", "{:.2%}"),
+    ("macro-F1", "macro_f1", "{:.4f}"),
+    ("top-1 change (pts)", "top1_drop", "{:+.2f}"),
+    ("bs1 ms", "latency_ms_bs1", "{:.3f}"),
+    ("bs8 img/s", "throughput_bs8", "{:,.0f}"),
+    ("x fp32", "speedup_bs8", "{:.2f}"),
+    ("deployed", "deployed", "{}"),
+)
+
+
+def _cell(v: dict, key: str, fmt: str) -> str:
+    value = v.get(key)
+    if key == "size_bytes":
+        value = value / 1024
+    if key == "top1_drop" and value is not None:
+        value = 0.0 - value  # shown as the change in top-1, so a loss reads negative
+    return "-" if value is None else fmt.format(value)
+
+
+def markdown(report: dict) -> str:
+    b = report["bench"]
+    lines = [
+        f"# Optimize report: {report['model']}",
+        "",
+        f"Test split: {report['test_images']} images, evaluated through ONNX Runtime (CPU). "
+        f"Gate: top-1 drop <= {report['max_accuracy_drop']} points versus FP32.",
+        f"Timing: in-process ONNX Runtime, {b['threads']} intra-op thread(s), inter-op 1, "
+        f"{b['rounds']} interleaved rounds of {b['seconds']} s per variant and batch size; "
+        "medians.",
+        "",
+        "| " + " | ".join(c[0] for c in COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    for v in report["variants"]:
+        lines.append("| " + " | ".join(_cell(v, key, fmt) for _, key, fmt in COLUMNS) + " |")
+    lines.append("")
+    for v in report["variants"]:
+        if not v["deployed"]:
+            lines.append(f"- `{v['name']}` not deployed: {v['why']}")
+    best = report.get("best_cpu_variant")
+    if best:
+        lines.append(
+            f"- Best deployed CPU variant: `{best['name']}` (Triton model `{best['triton_model']}`)"
+            f": {best['speedup_bs8']:.2f}x the FP32 throughput at batch 8, "
+            f"top-1 drop {best['top1_drop']:.2f} points."
+        )
+    lines += ["", "## Steps", ""]
+    p = report.get("prune")
+    if p:
+        lines.append(
+            f"- Pruning ({p['importance']}, {'global' if p['global_pruning'] else 'uniform'}, "
+            f"{p['target']}, {len(p['steps'])} steps): MACs {p['macs_before']:,} -> "
+            f"{p['macs_after']:,} (-{p['macs_reduction']:.1%}), params {p['params_before']:,} -> "
+            f"{p['params_after']:,}; fine-tune {p['finetune'].get('epochs', 0)} epochs, "
+            f"best val top-1 {p['finetune'].get('best_val_top1', '-')}. Saved as "
+            f"`{p['saved_as']}` ({p['save_format']})."
+        )
+    for name, q in report["calibration"].items():
+        tried = ", ".join(f"{m} {r['val_top1']:.4f}" for m, r in q["methods"].items())
+        lines.append(f"- Calibration `{name}`: chose **{q['method']}** (val top-1: {tried}).")
+    lines.append(
+        f"- Export: ONNX opset {report['export']['opset']}, max |ORT - PyTorch| "
+        + ", ".join(f"{k} {v:.1e}" for k, v in report["export"]["max_abs_diff"].items())
+    )
+    lines.append(f"- TensorRT: {report['tensorrt']}")
+    lines.append(
+        f"- Repository `{report['repository']['path']}`: "
+        + ", ".join(report["repository"]["models"])
+    )
+    lines.append(
+        "- Seconds per step: " + ", ".join(f"{k} {v}" for k, v in report["seconds"].items())
+    )
+    return "\n".join(lines) + "\n"
+
+
+def plot(variants: list[dict], path: Path, title: str, max_drop: float) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fp32 = next(v for v in variants if v["name"] == "fp32")
+    ax.axhline(100 * fp32["top1"] - max_drop, color="grey", linestyle="--", linewidth=1)
+    for v in variants:
+        marker = "o" if v["target"] == "cpu" else "s"
+        color = "tab:green" if v["deployed"] else "tab:red"
+        ax.scatter(v["throughput_bs8"], 100 * v["top1"], marker=marker, color=color, s=50)
+        ax.annotate(
+            v["name"],
+            (v["throughput_bs8"], 100 * v["top1"]),
+            fontsize=8,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("ONNX Runtime throughput at batch 8 (images/s, log scale)")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title(
+        f"{title}: green deployed, red not; square: TensorRT QDQ run on CPU; dashed: gate",
+        fontsize=9,
+    )
+    ax.grid(True, alpha=0.3)
+    with staged_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def write_reports(run_dir: Path, report: dict) -> list[Path]:
+    return [
+        atomic_write_json(run_dir / "optimize_report.json", report),
+        atomic_write_text(run_dir / "optimize_report.md", markdown(report)),
+        plot(
+            report["variants"],
+            run_dir / "optimize_report.png",
+            report["model"],
+            report["max_accuracy_drop"],
+        ),
+    ]
+
+
+def print_summary(report: dict, written: list[Path]) -> None:
+    print(
+        f"\n{'variant':<16} {'top-1':>7} {'drop':>6} {'bs1 ms':>8} {'bs8 img/s':>10} {'x fp32':>7}"
+    )
+    for r in report["variants"]:
+        deployed = "deployed" if r["deployed"] else f"not deployed: {r['why']}"
+        print(
+            f"{r['name']:<16} {r['top1']:>7.4f} {r['top1_drop']:>6.2f} "
+            f"{r['latency_ms_bs1']:>8.3f} {r['throughput_bs8']:>10.0f} "
+            f"{r['speedup_bs8']:>7.2f}  {deployed}"
+        )
+    best = report["best_cpu_variant"]
+    if best:
+        print(
+            f"\nbest CPU variant: {best['name']} (Triton model {best['triton_model']}), "
+            f"{best['speedup_bs8']:.2f}x the FP32 throughput at batch 8, "
+            f"top-1 drop {best['top1_drop']:.2f} points"
+        )
+    print(f"wrote {', '.join(str(p) for p in written)}")
+    print(f"artifacts in {report['artifacts']}/, total {report['seconds']['total']} s")
