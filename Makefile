@@ -15,15 +15,16 @@ ARGS   ?=
 SERVE_REPO ?= model_repository
 SERVE_ARGS ?=
 BENCH_ARGS ?=
+SOAK_MINUTES ?= 10
 PID_FILE   := .serve/server.pid
 
-.PHONY: help setup debs data train optimize serve serve-bg stop infer verify setup-bench bench demo test test-fast lint format clean
+.PHONY: help setup debs data train optimize serve serve-bg stop infer verify setup-bench bench chaos soak faults demo test test-fast lint format clean
 
 help:
 	@echo "make demo   - the whole pipeline on the embedded Fashion-MNIST (setup included)"
 	@echo "make test   - lint + all tests (setup included)"
 	@echo "make setup | data | train | optimize | serve | serve-bg | stop | infer | verify"
-	@echo "     bench | setup-bench | lint | format | clean"
+	@echo "     bench | setup-bench | chaos | soak | faults | lint | format | clean"
 
 setup: debs $(STAMP)
 
@@ -70,6 +71,15 @@ setup-bench: setup
 
 bench: setup-bench
 	$(PY) -m bench $(BENCH_ARGS)
+
+chaos: setup
+	$(PY) -m reliability chaos $(ARGS)
+
+soak: setup
+	$(PY) -m reliability soak --minutes $(SOAK_MINUTES) $(ARGS)
+
+faults: setup
+	$(PY) -m reliability faults $(ARGS)
 
 demo: train
 	@echo "demo: done. Model, metrics and plots in $(RUN)/"

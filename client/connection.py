@@ -6,6 +6,7 @@ Imports tritonclient and nothing heavier, so `client/infer.py` stays light on cl
 from __future__ import annotations
 
 import contextlib
+import http.client
 import importlib
 import itertools
 import os
@@ -23,6 +24,8 @@ DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
 # Worth another try: the server is starting, overloaded, or briefly out of reach.
 _TRANSIENT = {"502", "503", "504", "StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED"}
 _NOT_FOUND = {"404", "StatusCode.NOT_FOUND"}
+# How a restarting server, or a crashed Python stub until its model reloads, answers.
+_RESTARTING = ("is not healthy", "Server is stopping", "has no available versions")
 START_HINT = "start it with `make serve`"
 
 
@@ -56,8 +59,13 @@ def is_restricted(e: BaseException) -> bool:
 def is_transient(e: BaseException) -> bool:
     if isinstance(e, InferenceServerException):
         # gRPC reports a locked admin API as UNAVAILABLE: retrying cannot unlock it.
-        return _status(e) in _TRANSIENT and not is_restricted(e)
-    return isinstance(e, OSError)  # geventhttpclient: refused, reset, timed out, no route
+        if is_restricted(e):
+            return False
+        restarting = any(w in (e.message() or "") for w in _RESTARTING)
+        return _status(e) in _TRANSIENT or _status(e) == "StatusCode.CANCELLED" or restarting
+    # geventhttpclient: refused, reset, timed out, no route (OSError); a connection the
+    # server closed mid-request while shutting down (HTTPException)
+    return isinstance(e, OSError | http.client.HTTPException)
 
 
 @dataclass(frozen=True)

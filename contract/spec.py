@@ -15,6 +15,10 @@ RESIZE_POLICIES = ("resize", "resize_center_crop")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 
 
+def _plain(name: str) -> bool:
+    return name.replace("-", "").replace("_", "").isalnum()
+
+
 class SpecError(ValueError):
     """A model_spec.json that is missing, malformed or inconsistent."""
 
@@ -51,6 +55,12 @@ class ModelSpec:
 
     def validate(self) -> ModelSpec:
         problems = []
+        # The name becomes folder and Triton model names (<name>, <name>_fp32, ...): one
+        # path component, never "..", "/" or empty.
+        if not (isinstance(self.name, str) and _plain(self.name)):
+            problems.append(f"name {self.name!r} may hold only letters, digits, - and _")
+        if not all(isinstance(label, str) and label.isprintable() for label in self.labels):
+            problems.append("labels must be printable text (labels.txt holds one a line)")
         if self.version != SPEC_VERSION:
             problems.append(f"version {self.version} is not {SPEC_VERSION}")
         if self.color_mode not in COLOR_MODES:

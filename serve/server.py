@@ -249,6 +249,10 @@ class TritonServer:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        # Triton may exit before a busy Python stub does (seen after a drain under load);
+        # that stub would live on, orphaned: the rest of the process group goes too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.process = None
 
     def __enter__(self) -> TritonServer:

@@ -118,6 +118,9 @@ class TritonPythonModel:
                 return f"input '{spec.name}' must have shape {list(spec.dims)}, got {list(shape)}"
             if self.max_batch and not 0 < array.shape[0] <= self.max_batch:
                 return f"batch size {array.shape[0]} is outside 1..{self.max_batch}"
+            # NaN/Inf would come back as NaN scores, or as confident answers after INT8.
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                return f"input '{spec.name}' holds NaN or Inf values"
             feed[spec.name] = array
         return feed
 

@@ -1,0 +1,141 @@
+"""A private copy of a deployment (ensemble + its two steps) and a Triton on it, on loopback.
+
+Every check runs on a copy in a scratch folder: faults corrupt files and unload models, which
+must never happen to the operator's model_repository.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from contract import ModelSpec, SpecError, load_spec
+from reliability.errors import ReliabilityError
+from serve.repository import RepositoryError, add_preprocess_and_ensemble, read_config
+from serve.server import TritonServer, free_port
+
+
+@dataclass(frozen=True)
+class Deployment:
+    repo: Path
+    spec: ModelSpec
+    ensemble: str  # image bytes -> logits
+    preprocess: str
+    classifier: str  # tensor -> logits
+
+    @property
+    def models(self) -> list[str]:
+        return [self.preprocess, self.classifier, self.ensemble]
+
+    @property
+    def onnx(self) -> Path:
+        return self.repo / self.classifier / "1" / "model.onnx"
+
+
+def find(repo: Path) -> Deployment:
+    """The first ensemble of `repo` that preprocesses image bytes and then classifies."""
+    for path in sorted(Path(repo).glob("*/config.pbtxt")):
+        try:
+            config = read_config(path)
+        except RepositoryError:
+            continue
+        steps = [step.model_name for step in config.ensemble_scheduling.step]
+        if config.platform != "ensemble" or len(steps) != 2:
+            continue
+        try:
+            spec = load_spec(Path(repo) / steps[0] / "model_spec.json")
+        except SpecError:
+            continue
+        if (Path(repo) / steps[1] / "1" / "model.onnx").is_file():
+            return Deployment(Path(repo), spec, config.name, *steps)
+    raise ReliabilityError(f"no ensemble of a preprocess model and an ONNX classifier in {repo}")
+
+
+def copy_from(source: Path, dest: Path) -> Deployment:
+    found = find(source)
+    for name in found.models:
+        shutil.copytree(source / name, dest / name)
+    return find(dest)
+
+
+def build_from_run(run: Path, dest: Path) -> Deployment:
+    """Export a train run's checkpoint as `<name>_fp32` and add the serve stage's ensemble."""
+    from optimize.config import RepositoryConfig
+    from optimize.export import export_onnx
+    from optimize.repository import RepoModel, write_model
+    from train.checkpoint import model_from_checkpoint, read_checkpoint
+
+    spec = load_spec(run)
+    model = model_from_checkpoint(read_checkpoint(run / "checkpoint.pt"), spec)
+    onnx = export_onnx(model, spec, dest / f".{spec.name}.onnx", opset=17)
+    cfg = RepositoryConfig()
+    classifier = f"{spec.name}_fp32"
+    write_model(dest, RepoModel(classifier, onnx), spec, cfg)
+    onnx.unlink()
+    add_preprocess_and_ensemble(dest, spec, classifier, cfg.max_batch_size)
+    return find(dest)
+
+
+def prepare(dest: Path, repo: Path | None, run: Path | None) -> Deployment:
+    """Copy the ensemble out of `repo`, else build one from the train run `run`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    problems = []
+    if repo is not None:
+        try:
+            return copy_from(repo, dest)
+        except ReliabilityError as e:
+            problems.append(str(e))
+    if run is not None:
+        if (run / "checkpoint.pt").is_file():
+            return build_from_run(run, dest)
+        problems.append(f"no checkpoint.pt in {run}")
+    raise ReliabilityError("; ".join(problems) + ": run `make optimize`, or pass --repo / --run")
+
+
+def free_ports(n: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < n:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+@contextlib.contextmanager
+def running(
+    repo: Path, work: Path, models: list[str] | None = None, stop_timeout: float = 20.0
+) -> Iterator[TritonServer]:
+    triton = server(repo, work, models).start()
+    try:
+        yield triton
+    finally:
+        stop(triton, stop_timeout)
+
+
+def stop(triton: TritonServer, timeout: float = 20.0) -> None:
+    """serve's stop, then SIGKILL to whatever is left of the server's process group: after a
+    drain under load, tritonserver may exit before a busy stub does, which then lives on."""
+    pid = triton.process.pid if triton.process else None
+    triton.stop(timeout)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def server(repo: Path, work: Path, models: list[str] | None = None) -> TritonServer:
+    """A TritonServer (not started) on fresh loopback ports, with its own admin key."""
+    http, grpc, metrics = free_ports(3)
+    return TritonServer(
+        repo,
+        http_port=http,
+        grpc_port=grpc,
+        metrics_port=metrics,
+        models=models,
+        admin_key=secrets.token_urlsafe(18),
+        backend_dir=work / "backends",
+        log_file=work / "server.log",
+    )

@@ -1,0 +1,70 @@
+"""What /proc says about a tritonserver and its Python backend stubs (psutil is not installed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+STUB_BINARY = "triton_python_backend_stub"
+
+
+@dataclass(frozen=True)
+class Stub:
+    pid: int
+    model: str
+    instance: str  # Triton's instance name, e.g. default_preprocess_0_0
+
+
+def children(pid: int) -> list[int]:
+    kids = []
+    # Each thread lists the children it forked; tritonserver forks stubs from several threads.
+    for listing in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            kids += [int(p) for p in listing.read_text().split()]
+        except OSError:
+            continue
+    return kids
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie: tritonserver leaves a killed stub unreaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def rss_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def stubs(server_pid: int) -> list[Stub]:
+    """The live stubs of this server only: other servers' stubs on this machine are not ours."""
+    found = []
+    for pid in children(server_pid):
+        if not alive(pid):
+            continue
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        except OSError:
+            continue
+        # argv: stub, <repo>/<model>/<version>/<file>, shm region, 2 sizes, parent pid,
+        # library dir, ipc size, instance name, ...
+        if Path(argv[0]).name == STUB_BINARY and len(argv) > 8:
+            found.append(Stub(pid, Path(argv[1]).parent.parent.name, argv[8]))
+    return found
+
+
+def tree_rss(server_pid: int) -> dict[str, int]:
+    """RSS in bytes of the server and of each stub instance, by name."""
+    rss = {"tritonserver": rss_bytes(server_pid)}
+    for stub in stubs(server_pid):
+        rss[stub.instance] = rss_bytes(stub.pid)
+    return rss

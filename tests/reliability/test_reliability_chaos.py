@@ -1,0 +1,62 @@
+"""Every bad-input kind against one real server: a clear error (or the right answer for valid
+images), and a healthy server right after."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from reliability.chaos import run_kind, unhealthy
+from reliability.kinds import SERVER_KINDS, all_kinds
+from reliability.reference import encode
+
+# Proposed fix in the report (serve/backends/onnxruntime/model.py): refuse non-finite inputs.
+NOT_YET: dict[str, str] = {}  # kind -> known gap, run as xfail until fixed
+REQUIRED = {
+    "non-image bytes", "empty bytes", "truncated PNG", "truncated JPEG", "1x1 image",
+    "decompression bomb", "CMYK JPEG", "16-bit PNG", "palette PNG", "alpha PNG",
+    "EXIF-rotated JPEG", "wrong tensor dtype", "wrong rank", "wrong shape",
+    "batch above max_batch_size", "NaN values", "Inf values", "unknown model", "unknown version",
+    "oversized body (80 MB)", "malformed JSON", "model being unloaded",
+}  # fmt: skip
+
+
+def _param(name: str):
+    if name in NOT_YET:
+        return pytest.param(name, marks=pytest.mark.xfail(reason=NOT_YET[name], strict=False))
+    return name
+
+
+KINDS = {k.name: k for k in all_kinds()}
+
+
+def test_the_table_covers_the_required_kinds_and_every_cli():
+    assert len(SERVER_KINDS) >= 20
+    assert set(KINDS) >= REQUIRED
+    clis = {name.split(":")[0] for name, k in KINDS.items() if k.group == "cli"}
+    assert {"infer", "verify", "train", "optimize", "serve", "bench"} <= clis
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [_param(n) for n in KINDS])
+def test_kind_is_handled_and_the_server_stays_healthy(ctx, name):
+    row = run_kind(ctx, KINDS[name], encode(ctx.image()))
+    assert row["handled"], row["detail"]
+    assert unhealthy(ctx, encode(ctx.image())) is None
+
+
+@pytest.mark.slow
+def test_chaos_cli_prints_a_table_and_the_summary_line(deployment, tmp_path):
+    kinds = "empty bytes,NaN values,serve: bad flag"
+    proc = subprocess.run(
+        [sys.executable, "-m", "reliability", "chaos", "--repo", str(deployment.repo),
+         "--out", str(tmp_path), "--only", kinds],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    lines = proc.stdout.strip().splitlines()
+    handled = 2 + ("handled" in next(ln for ln in lines if ln.startswith("NaN values")))
+    assert lines[-1] == f"chaos: 3 kinds, {handled} handled, {3 - handled} failed"
+    assert proc.returncode == (0 if handled == 3 else 1)
+    assert re.search(r"^empty bytes\s+image\s+error\s+handled", proc.stdout, re.M)
+    assert (tmp_path / "chaos.json").is_file()
