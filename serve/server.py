@@ -66,9 +66,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+_TENSORRT_CONFIG = re.compile(r'^\s*(platform:\s*"tensorrt_plan"|backend:\s*"tensorrt")', re.M)
+
+
 def list_models(repo: Path) -> list[str]:
-    """Every model directory of the repository, i.e. every folder with a config.pbtxt."""
-    return sorted(p.parent.name for p in Path(repo).glob("*/config.pbtxt"))
+    """The repository's models this server can load: TensorRT plans need a GPU host."""
+    models = []
+    for config in sorted(Path(repo).glob("*/config.pbtxt")):
+        if _TENSORRT_CONFIG.search(config.read_text(errors="replace")):
+            print(
+                f"serve: skipping {config.parent.name}: TensorRT plans are served on GPU hosts "
+                "(see Dockerfile.triton)"
+            )
+            continue
+        models.append(config.parent.name)
+    return models
 
 
 def log_tail(path: Path, lines: int = 12, width: int = 240) -> str:

@@ -64,6 +64,9 @@ def test_list_models(tmp_path):
     write_classifier(tmp_path)
     (tmp_path / "not_a_model").mkdir()
     assert list_models(tmp_path) == ["tiny_onnx"]
+    (tmp_path / "m_trt").mkdir()
+    (tmp_path / "m_trt" / "config.pbtxt").write_text('name: "m_trt"\nplatform: "tensorrt_plan"\n')
+    assert list_models(tmp_path) == ["tiny_onnx"]
 
 
 def test_command_binds_host_and_restricts_admin_apis(tmp_path):
