@@ -81,8 +81,21 @@ soak: setup
 faults: setup
 	$(PY) -m reliability faults $(ARGS)
 
-demo: train
-	@echo "demo: done. Model, metrics and plots in $(RUN)/"
+# The whole pipeline; the background server is stopped even when a step fails.
+demo: setup
+	@echo "demo [1/5]: data + train ($(CONFIG))"
+	@$(MAKE) --no-print-directory train
+	@echo "demo [2/5]: optimize: prune, INT8, accuracy gate, Triton repository"
+	@$(MAKE) --no-print-directory optimize
+	@echo "demo [3/5]: starting Triton in the background"
+	@$(MAKE) --no-print-directory serve-bg
+	@trap '$(MAKE) --no-print-directory stop' EXIT; set -e; \
+	  echo "demo [4/5]: classifying one test image per class through the server"; \
+	  $(PY) client/infer.py --top-k 3 $$(for d in data/fashion-mnist/test/*/; do \
+	    ls "$$d"*.png | head -1; done); \
+	  echo "demo [5/5]: server vs in-process ONNX Runtime on 1000 test images"; \
+	  $(PY) client/verify.py --run $(RUN) --repo $(SERVE_REPO) --limit 1000
+	@$(PY) scripts/demo_summary.py $(RUN) $(SERVE_REPO)
 
 lint: setup
 	$(VENV)/bin/ruff check .
