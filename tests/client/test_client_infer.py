@@ -137,10 +137,10 @@ def test_json_lines_carry_the_classification_extension_labels(capsys, server, im
 
 @pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_raw_and_tensor_give_the_same_answers(capsys, server, images, repo, protocol):
+def test_raw_and_tensor_give_the_same_answers(capsys, server, images, model_repo, protocol):
     common = [images, "--url", url(server, protocol), "--protocol", protocol, "--json"]
     code_raw, raw, _ = run_infer(capsys, *common)
-    code_tensor, tensor, _ = run_infer(capsys, *common, "--send", "tensor", "--repo", repo)
+    code_tensor, tensor, _ = run_infer(capsys, *common, "--send", "tensor", "--repo", model_repo)
     assert code_raw == code_tensor == 0
     raw, tensor = json_lines(raw), json_lines(tensor)
     assert [r["top"][0]["label"] for r in raw] == [t["top"][0]["label"] for t in tensor]
@@ -151,7 +151,7 @@ def test_raw_and_tensor_give_the_same_answers(capsys, server, images, repo, prot
 
 
 @pytest.mark.slow
-def test_batching_and_concurrency_do_not_change_answers(capsys, server, images, repo):
+def test_batching_and_concurrency_do_not_change_answers(capsys, server, images, model_repo):
     def run(*extra):
         code, out, _ = run_infer(capsys, images, "--url", url(server), "--json", *extra)
         assert code == 0
@@ -160,7 +160,7 @@ def test_batching_and_concurrency_do_not_change_answers(capsys, server, images, 
     sequential = run("--batch-size", "1", "--concurrency", "1")
     assert run("--batch-size", "3", "--concurrency", "4") == sequential
     assert run("--batch-size", "64", "--concurrency", "2") == sequential  # capped at 8
-    tensor = ["--send", "tensor", "--repo", repo]
+    tensor = ["--send", "tensor", "--repo", model_repo]
     assert run(*tensor, "--batch-size", "1", "--concurrency", "1") == run(
         *tensor, "--batch-size", "4", "--concurrency", "3"
     )
@@ -169,11 +169,11 @@ def test_batching_and_concurrency_do_not_change_answers(capsys, server, images, 
 @pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_shared_memory_inputs_give_the_same_answers_and_are_released(
-    capsys, monkeypatch, server, images, repo, protocol
+    capsys, monkeypatch, server, images, model_repo, protocol
 ):
     monkeypatch.setenv(ADMIN_KEY_ENV, ADMIN_KEY)
     common = [images, "--url", url(server, protocol), "--protocol", protocol, "--json"]
-    common += ["--send", "tensor", "--repo", repo, "--batch-size", "3", "--concurrency", "2"]
+    common += ["--send", "tensor", "--repo", model_repo, "--batch-size", "3", "--concurrency", "2"]
     code_plain, plain, _ = run_infer(capsys, *common)
     code_shm, shared, err = run_infer(capsys, *common, "--shared-memory")
     assert code_plain == code_shm == 0 and err == ""
@@ -188,14 +188,22 @@ def test_shared_memory_inputs_give_the_same_answers_and_are_released(
     ("key", "says"), [(None, "is not set"), ("wrong-key-1234", "does not match")]
 )
 def test_shared_memory_refused_without_the_admin_key(
-    capsys, monkeypatch, server, images, repo, key, says
+    capsys, monkeypatch, server, images, model_repo, key, says
 ):
     if key is None:
         monkeypatch.delenv(ADMIN_KEY_ENV, raising=False)
     else:
         monkeypatch.setenv(ADMIN_KEY_ENV, key)
     code, out, err = run_infer(
-        capsys, images, "--url", url(server), "--send", "tensor", "--repo", repo, "--shared-memory"
+        capsys,
+        images,
+        "--url",
+        url(server),
+        "--send",
+        "tensor",
+        "--repo",
+        model_repo,
+        "--shared-memory",
     )
     assert code == 1 and out == ""
     assert err.splitlines() == [

@@ -73,10 +73,12 @@ def test_missing_report_says_to_run_optimize(capsys, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_full_agreement_on_the_whole_test_split(capsys, server, repo, run, tmp_path, protocol):
+def test_full_agreement_on_the_whole_test_split(
+    capsys, server, model_repo, run, tmp_path, protocol
+):
     out = tmp_path / "verify.json"
     url = server.http_url if protocol == "http" else server.grpc_url
-    argv = ["--run", run, "--repo", repo, "--url", url, "--protocol", protocol, "--out", out]
+    argv = ["--run", run, "--repo", model_repo, "--url", url, "--protocol", protocol, "--out", out]
     assert verify.main([str(a) for a in [*argv, "--batch-size", "4"]]) == 0
     summary = json.loads(out.read_text())
     n = len(SPEC.labels) * TEST_PER_CLASS
@@ -100,22 +102,22 @@ def test_full_agreement_on_the_whole_test_split(capsys, server, repo, run, tmp_p
 
 
 @pytest.mark.slow
-def test_a_deterministic_sample(server, repo, run, tmp_path):
+def test_a_deterministic_sample(server, model_repo, run, tmp_path):
     outs = [tmp_path / "a.json", tmp_path / "b.json"]
     for out in outs:
-        argv = ["--run", run, "--repo", repo, "--url", server.http_url, "--limit", "7"]
+        argv = ["--run", run, "--repo", model_repo, "--url", server.http_url, "--limit", "7"]
         assert verify.main([str(a) for a in [*argv, "--out", out]]) == 0
     first, second = (json.loads(o.read_text()) for o in outs)
     assert first["sampled"] == 7 and first["top1_on_sample"] == second["top1_on_sample"]
 
 
-def _perturbed_repo(repo: Path, tmp_path: Path) -> Path:
+def _perturbed_repo(model_repo: Path, tmp_path: Path) -> Path:
     """A copy of the repository whose classifier's output bias no longer matches the served one."""
     import onnx
     from onnx import numpy_helper
 
     copy = tmp_path / "repo"
-    shutil.copytree(repo / CLASSIFIER, copy / CLASSIFIER)
+    shutil.copytree(model_repo / CLASSIFIER, copy / CLASSIFIER)
     path = copy / CLASSIFIER / "1" / "model.onnx"
     model = onnx.load(str(path))
     bias = next(t for t in model.graph.initializer if list(t.dims) == [len(SPEC.labels)])
@@ -126,9 +128,9 @@ def _perturbed_repo(repo: Path, tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_a_different_local_model_fails_the_check(capsys, server, repo, run, tmp_path):
+def test_a_different_local_model_fails_the_check(capsys, server, model_repo, run, tmp_path):
     out = tmp_path / "verify.json"
-    other = _perturbed_repo(repo, tmp_path)
+    other = _perturbed_repo(model_repo, tmp_path)
     argv = ["--run", run, "--repo", other, "--url", server.http_url, "--out", out]
     assert verify.main([str(a) for a in argv]) == 1
     summary = json.loads(out.read_text())

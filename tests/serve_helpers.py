@@ -10,7 +10,7 @@ import numpy as np
 from contract import ModelSpec
 from serve.server import free_port
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CLASSIFIER = "tiny_onnx"
 ADMIN_KEY = "test-admin-key-0123"
 MAX_BATCH = 8
