@@ -91,8 +91,8 @@ demo: setup
 	@$(MAKE) --no-print-directory serve-bg
 	@trap '$(MAKE) --no-print-directory stop' EXIT; set -e; \
 	  echo "demo [4/5]: classifying one test image per class through the server"; \
-	  $(PY) client/infer.py --top-k 3 $$(for d in data/fashion-mnist/test/*/; do \
-	    ls "$$d"*.png | head -1; done); \
+	  mapfile -t imgs < <(for d in data/fashion-mnist/test/*/; do ls "$$d"*.png | head -1; done); \
+	  $(PY) client/infer.py --top-k 3 "$${imgs[@]}"; \
 	  echo "demo [5/5]: server vs in-process ONNX Runtime on 1000 test images"; \
 	  $(PY) client/verify.py --run $(RUN) --repo $(SERVE_REPO) --limit 1000
 	@$(PY) scripts/demo_summary.py $(RUN) $(SERVE_REPO)
