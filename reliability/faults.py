@@ -129,6 +129,15 @@ def _result(name: str, load: Load, t_fault: float, passed_if: bool, note: str, d
     )
 
 
+ABORTED = "tritonserver itself aborted"
+
+
+def aborted(code: int) -> str:
+    # Seen here: Triton 2.51's Python backend throws boost::interprocess::lock_exception and
+    # aborts the whole server when a stub dies holding its shared-memory lock. Intermittent.
+    return f"{ABORTED} (exit {code}): the dead stub held the Python backend's IPC lock"
+
+
 def stub_kill_baseline(setup: Setup) -> Result:
     """No watchdog: what Triton itself does when a stub dies."""
     model = setup.deployment.preprocess
@@ -137,8 +146,10 @@ def stub_kill_baseline(setup: Setup) -> Result:
         t_fault = time.monotonic()
         os.kill(_stub(triton, model).pid, signal.SIGKILL)
         time.sleep(BASELINE_S)
-        ready = _call(triton, "is_model_ready", model)
+        code = triton.process.poll()
+        ready = _call(triton, "is_model_ready", model) if code is None else None
     s = summary(load.records, since=t_fault)
+    outcome = f"model still READY={ready}, every request fails" if code is None else aborted(code)
     return Result(
         f"kill {model} stub, no watchdog",
         s["requests"],
@@ -147,7 +158,7 @@ def stub_kill_baseline(setup: Setup) -> Result:
         s["lost_as_is"],
         None,
         None,
-        f"no restart in {BASELINE_S:.0f} s; model still READY={ready}, every request fails",
+        f"no restart in {BASELINE_S:.0f} s; {outcome}",
     )
 
 
@@ -162,13 +173,15 @@ def stub_kill(setup: Setup, model: str) -> Result:
         os.kill(_stub(triton, model).pid, signal.SIGKILL)
         back = _wait(lambda: any(e.error is None for e in dog.events), RECOVERY_CAP_S)
         time.sleep(SETTLE_S)
+        code = triton.process.poll()
     event = dog.events[0] if dog.events else None
     done = event.detected + event.reload_seconds if event else None
-    note = (
-        f"watchdog reloaded {model} in {event.reload_seconds:.2f}s"
-        if back
-        else f"not back after {RECOVERY_CAP_S:.0f}s: {event.error if event else 'no reload'}"
-    )
+    if back:
+        note = f"watchdog reloaded {model} in {event.reload_seconds:.2f}s"
+    elif code is not None:
+        note = aborted(code)
+    else:
+        note = f"not back after {RECOVERY_CAP_S:.0f}s: {event.error if event else 'no reload'}"
     return _result(f"kill {model} stub (watchdog)", load, t_fault, back, note, done)
 
 
