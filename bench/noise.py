@@ -38,35 +38,45 @@ def _stat_fields(pid: int | str) -> list[str] | None:
     return text.rsplit(")", 1)[1].split()  # the command name may contain spaces
 
 
-def _tree_jiffies(root: int) -> int:
+def _proc_table() -> dict[int, list[str]]:
+    table = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and (f := _stat_fields(entry.name)) is not None:
+            table[int(entry.name)] = f
+    return table
+
+
+def _jiffies(f: list[str], children_too: bool) -> int:
+    # fields after ")": state ppid ... utime(11) stime(12) cutime(13) cstime(14)
+    own = int(f[11]) + int(f[12])
+    return own + int(f[13]) + int(f[14]) if children_too else own
+
+
+def _tree_jiffies(table: dict[int, list[str]], root: int) -> int:
     """utime+stime+cutime+cstime of `root` and of every live descendant."""
     children: dict[int, list[int]] = {}
-    times: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        f = _stat_fields(entry.name)
-        if f is None:
-            continue
-        pid, ppid = int(entry.name), int(f[1])
-        children.setdefault(ppid, []).append(pid)
-        # fields after ")": state ppid ... utime(11) stime(12) cutime(13) cstime(14)
-        times[pid] = int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+    for pid, f in table.items():
+        children.setdefault(int(f[1]), []).append(pid)
     total, stack, seen = 0, [root], set()
     while stack:
         pid = stack.pop()
         if pid in seen:
             continue
         seen.add(pid)
-        total += times.get(pid, 0)
+        if pid in table:
+            total += _jiffies(table[pid], children_too=True)
         stack.extend(children.get(pid, ()))
     return total
 
 
 def sample(root: int | None = None) -> Sample:
-    own = _stat_fields("self")
-    client = int(own[11]) + int(own[12]) if own else 0
-    return Sample(time.monotonic(), _machine_busy(), _tree_jiffies(root or os.getpid()), client)
+    # One read of /proc serves both figures, so "client" is never newer than "ours".
+    table = _proc_table()
+    own = table.get(os.getpid())
+    client = _jiffies(own, children_too=False) if own else 0
+    return Sample(
+        time.monotonic(), _machine_busy(), _tree_jiffies(table, root or os.getpid()), client
+    )
 
 
 def load_between(a: Sample, b: Sample) -> dict:
