@@ -118,10 +118,13 @@ server_args() {
         "--grpc-address=$BIND_ADDRESS" "--grpc-port=$GRPC_PORT" \
         "--metrics-address=$BIND_ADDRESS" "--metrics-port=$METRICS_PORT" \
         "--exit-timeout-secs=10" \
+        "--exit-on-error=false" "--strict-readiness=false" \
         "--http-restricted-api=$group" "--grpc-restricted-protocol=$group"
 }
 
-# Ready means the server and every loaded model are; no proxy may stand in between.
+# Healthy means the server answers ready. A model that failed to load does not make the
+# container unhealthy (a restart would not fix it): it shows on /v2/models/<name>/ready and
+# in the log while the others serve. No proxy may stand in between.
 healthcheck() {
     python3 -c 'import sys, urllib.request as u
 try:

@@ -7,10 +7,8 @@ must never happen to the operator's model_repository.
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import shutil
-import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,26 +105,22 @@ def free_ports(n: int) -> list[int]:
 
 @contextlib.contextmanager
 def running(
-    repo: Path, work: Path, models: list[str] | None = None, stop_timeout: float = 20.0
+    repo: Path,
+    work: Path,
+    models: list[str] | None = None,
+    stop_timeout: float = 20.0,
+    watchdog: bool = True,
 ) -> Iterator[TritonServer]:
-    triton = server(repo, work, models).start()
+    triton = server(repo, work, models, watchdog).start()
     try:
         yield triton
     finally:
-        stop(triton, stop_timeout)
+        triton.stop(stop_timeout)
 
 
-def stop(triton: TritonServer, timeout: float = 20.0) -> None:
-    """serve's stop, then SIGKILL to whatever is left of the server's process group: after a
-    drain under load, tritonserver may exit before a busy stub does, which then lives on."""
-    pid = triton.process.pid if triton.process else None
-    triton.stop(timeout)
-    if pid is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-
-
-def server(repo: Path, work: Path, models: list[str] | None = None) -> TritonServer:
+def server(
+    repo: Path, work: Path, models: list[str] | None = None, watchdog: bool = True
+) -> TritonServer:
     """A TritonServer (not started) on fresh loopback ports, with its own admin key."""
     http, grpc, metrics = free_ports(3)
     return TritonServer(
@@ -138,4 +132,5 @@ def server(repo: Path, work: Path, models: list[str] | None = None) -> TritonSer
         admin_key=secrets.token_urlsafe(18),
         backend_dir=work / "backends",
         log_file=work / "server.log",
+        watchdog=watchdog,
     )

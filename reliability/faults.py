@@ -20,12 +20,11 @@ import tritonclient.http as http
 from tritonclient.utils import InferenceServerException
 
 from client.connection import Policy, Triton, describe
-from reliability import procs
-from reliability.deploy import Deployment, find, running, stop
+from reliability.deploy import Deployment, find, running
 from reliability.errors import ReliabilityError
 from reliability.load import Load, summary
 from reliability.reference import Probe
-from reliability.watchdog import StubWatchdog
+from serve import procs
 from serve.errors import ServerError
 from serve.repository import config_text, read_config
 from serve.server import TritonServer
@@ -74,7 +73,9 @@ class Setup:
 
 
 @contextlib.contextmanager
-def serving(setup: Setup, name: str, extra: Callable[[Path], None] | None = None):
+def serving(
+    setup: Setup, name: str, extra: Callable[[Path], None] | None = None, watchdog: bool = True
+):
     """A fresh copy of the deployment (changed by `extra`) served on its own ports."""
     work = setup.work / name
     repo = work / "model_repository"
@@ -83,7 +84,7 @@ def serving(setup: Setup, name: str, extra: Callable[[Path], None] | None = None
         extra(repo)
     # A model version that failed to load, or lost its stub, never finishes unloading: Triton
     # would wait its whole exit timeout (10 s) at the end. The measurement is over by then.
-    with running(repo, work, stop_timeout=STOP_S) as triton:
+    with running(repo, work, stop_timeout=STOP_S, watchdog=watchdog) as triton:
         yield triton, repo
 
 
@@ -141,7 +142,10 @@ def aborted(code: int) -> str:
 def stub_kill_baseline(setup: Setup) -> Result:
     """No watchdog: what Triton itself does when a stub dies."""
     model = setup.deployment.preprocess
-    with serving(setup, "stub_baseline") as (triton, _), _load(triton, setup) as load:
+    with (
+        serving(setup, "stub_baseline", watchdog=False) as (triton, _),
+        _load(triton, setup) as load,
+    ):
         time.sleep(WARMUP_S)
         t_fault = time.monotonic()
         os.kill(_stub(triton, model).pid, signal.SIGKILL)
@@ -163,11 +167,8 @@ def stub_kill_baseline(setup: Setup) -> Result:
 
 
 def stub_kill(setup: Setup, model: str) -> Result:
-    with (
-        serving(setup, f"kill_{model}") as (triton, _),
-        StubWatchdog(triton) as dog,
-        _load(triton, setup) as load,
-    ):
+    with serving(setup, f"kill_{model}") as (triton, _), _load(triton, setup) as load:
+        dog = triton.watchdog
         time.sleep(WARMUP_S)
         t_fault = time.monotonic()
         os.kill(_stub(triton, model).pid, signal.SIGKILL)
@@ -189,7 +190,7 @@ def server_restart(setup: Setup) -> Result:
     with serving(setup, "restart") as (triton, _), _load(triton, setup) as load:
         time.sleep(WARMUP_S)
         t_fault = time.monotonic()
-        stop(triton)
+        triton.stop()
         stopped = time.monotonic()
         triton.start()
         done = time.monotonic()
@@ -350,11 +351,13 @@ def corrupt_start(setup: Setup, what: str) -> Result:
         ):
             t_fault = time.monotonic()
             victim_ready = _call(triton, "is_model_ready", VICTIM)
+            reason = triton.unavailable.get(VICTIM, "not reported")
             time.sleep(SETTLE_S)
     except ServerError as e:
         cause = str(e).splitlines()[0]
         return Result(name, passed=False, note=f"server refused to start, no model serves: {cause}")
-    note = f"{VICTIM} ready={victim_ready}; the other models serve"
+    note = f"{VICTIM} ready={victim_ready}, unavailable: {reason.splitlines()[0][:120]}; "
+    note += "the other models serve"
     return _result(name, load, t_fault, not victim_ready, note)
 
 

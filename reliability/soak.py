@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from reliability import procs
 from reliability.load import Load, Record, summary
 from reliability.reference import Probe
 from reliability.report import plot_soak
+from serve import procs
 from serve.server import TritonServer
 
 MAX_GROWTH = 0.10

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from serve.server import (
     check_pid_file,
     is_loopback,
     log_tail,
+    server_pid,
     stop_pid_file,
 )
 
@@ -52,7 +54,9 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, default=8002)
     p.add_argument("--models", help="comma-separated model names (default: all in --repo)")
     p.add_argument("--background", action="store_true", help="start, wait until ready, return")
-    p.add_argument("--pid-file", type=Path, default=PID_FILE)
+    p.add_argument(
+        "--pid-file", type=Path, default=PID_FILE, help="written once ready (default: %(default)s)"
+    )
     p.add_argument("--log-file", type=Path, default=LOG_FILE)
     p.add_argument("--ready-timeout", type=float, default=120.0, help="seconds (default 120)")
     p.add_argument(
@@ -78,7 +82,9 @@ def _announce(server: TritonServer, elapsed: float) -> None:
         admin = f"need header {ADMIN_HEADER}: ${ADMIN_KEY_ENV}"
     else:
         admin = f"locked (set ${ADMIN_KEY_ENV} to use them)"
-    print(f"serve: ready in {elapsed:.1f}s, models: {', '.join(server.models)}")
+    print(f"serve: ready in {elapsed:.1f}s, models: {', '.join(server.ready_models)}")
+    for model, reason in server.unavailable.items():
+        print(f"serve: warning: model {model} is unavailable: {reason}", file=sys.stderr)
     print(f"  HTTP     http://{server.http_url}")
     print(f"  gRPC     {server.grpc_url}")
     print(f"  metrics  {server.metrics_url}")
@@ -90,15 +96,16 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     if not is_loopback(args.host):
         print(
             f"serve: warning: binding {args.host} exposes inference without TLS or auth "
             "beyond this machine",
             file=sys.stderr,
         )
+    check_pid_file(args.pid_file)
     if args.background:
-        check_pid_file(args.pid_file)
+        return _detach(args, argv)
     server = TritonServer(
         args.repo,
         args.host,
@@ -116,24 +123,45 @@ def _serve(args: argparse.Namespace) -> int:
         server.start()
     except KeyboardInterrupt:
         return 130
-    elapsed = time.monotonic() - t0
-    if args.background:
-        atomic_write_text(args.pid_file, f"{server.process.pid}\n")  # first: never orphan it
-        _announce(server, elapsed)
-        print(f"  pid      {server.process.pid} ({args.pid_file}); stop: python -m serve stop")
-        return 0
     try:
-        _announce(server, elapsed)
-        print("serve: Ctrl-C stops the server", flush=True)
+        atomic_write_text(args.pid_file, f"{os.getpid()}\n")
+        _announce(server, time.monotonic() - t0)
+        print("serve: running until Ctrl-C or `python -m serve stop`", flush=True)
         code = server.process.wait()
     except KeyboardInterrupt:
         print("serve: stopping", flush=True)
         return 0
     finally:
         server.stop()
+        if server_pid(args.pid_file) == os.getpid():
+            args.pid_file.unlink()
     raise ServerError(
         f"tritonserver exited with code {code}; {server.log_file}:\n{log_tail(server.log_file)}"
     )
+
+
+def _detach(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run this same command in the foreground of its own session and return once it is
+    ready: that process stays with the server, its stub watchdog too."""
+    out_file = args.pid_file.with_suffix(".out")
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_file, "wb") as out:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "serve", *(a for a in argv if a != "--background")],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    while child.poll() is None and server_pid(args.pid_file) != child.pid:
+        time.sleep(0.1)
+    said = out_file.read_text(errors="replace")
+    if child.returncode is not None:
+        print(said, end="", file=sys.stderr)
+        return child.returncode or 1
+    print(said, end="")
+    print(f"  pid      {child.pid} ({args.pid_file}), output in {out_file}")
+    return 0
 
 
 def _stop(args: argparse.Namespace) -> int:
@@ -147,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv[:1] == ["stop"]:
             return _stop(_stop_parser().parse_args(argv[1:]))
-        return _serve(_run_parser().parse_args(argv))
+        return _serve(_run_parser().parse_args(argv), argv)
     except ServerError as e:
         print(f"serve: error: {e}", file=sys.stderr)
         return 1

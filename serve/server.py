@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import json
 import os
 import re
 import secrets
@@ -25,6 +26,8 @@ from serve.install import (
     server_env,
     tritonserver_binary,
 )
+from serve.procs import alive, children
+from serve.watchdog import StubWatchdog
 
 ADMIN_KEY_ENV = "TRITON_ADMIN_KEY"
 ADMIN_HEADER = "admin-key"
@@ -120,6 +123,7 @@ class TritonServer:
         backend_dir: str | Path = BACKEND_DIR,
         log_file: str | Path = STATE_DIR / "server.log",
         ready_timeout: float = 120.0,
+        watchdog: bool = True,
     ):
         self.repo = Path(repo).absolute()
         self.host = host
@@ -132,6 +136,13 @@ class TritonServer:
         self.log_file = Path(log_file).absolute()
         self.ready_timeout = ready_timeout
         self.process: subprocess.Popen | None = None
+        self.unavailable: dict[str, str] = {}  # model -> why it failed to load
+        # Triton 2.51 never restarts a dead Python stub; the watchdog reloads its model.
+        self.watchdog: StubWatchdog | None = StubWatchdog(self) if watchdog else None
+
+    @property
+    def ready_models(self) -> list[str]:
+        return [m for m in self.models if m not in self.unavailable]
 
     @property
     def client_host(self) -> str:
@@ -193,6 +204,10 @@ class TritonServer:
             f"--metrics-port={self.ports['metrics']}",
             "--allow-gpu-metrics=false",
             "--exit-timeout-secs=10",
+            # One model that fails to load must not take the others down with it: the server
+            # starts, is ready, and reports that model unavailable (see wait_ready).
+            "--exit-on-error=false",
+            "--strict-readiness=false",
         ]
         if self.restrict_admin:
             group = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={self.admin_key}"
@@ -218,6 +233,8 @@ class TritonServer:
         except BaseException:
             self.stop()
             raise
+        if self.watchdog:
+            self.watchdog.start()
         return self
 
     def _get_ok(self, path: str) -> bool:
@@ -228,31 +245,65 @@ class TritonServer:
         except (urllib.error.URLError, OSError):
             return False
 
+    def model_states(self) -> dict[str, tuple[str, str]]:
+        """{model: (state, reason)} from the repository index (an admin API)."""
+        request = urllib.request.Request(
+            f"http://{self.http_url}/v2/repository/index",
+            data=b"{}",
+            headers=self.admin_headers,
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=5) as r:
+            index = json.load(r)
+        return {m["name"]: (m.get("state", ""), m.get("reason", "")) for m in index}
+
+    def _fail(self, why: str) -> ServerError:
+        return ServerError(f"{why}; {self.log_file}:\n{log_tail(self.log_file)}")
+
+    def _logged_error(self, model: str) -> str:
+        """The server log's last error line about `model`: a config Triton could not parse
+        never reaches the repository index."""
+        try:
+            lines = self.log_file.read_text(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        errors = [ln for ln in lines if ln.startswith("E") and f"'{model}'" in ln]
+        return errors[-1].split('] "', 1)[-1].rstrip('"') if errors else "not loaded"
+
     def wait_ready(self) -> None:
-        """Block until the server and every model are ready; ServerError with the log if not."""
+        """Block until the server is ready and every model has loaded or failed to load.
+
+        Models that failed land in `self.unavailable`; ServerError (with the log) if the server
+        never got ready or no model loaded at all.
+        """
         deadline = time.monotonic() + self.ready_timeout
-        pending = ["/v2/health/ready", *(f"/v2/models/{m}/ready" for m in self.models)]
-        while pending:
+        while True:
             code = self.process.poll()
             if code is not None:
-                raise ServerError(
-                    f"tritonserver exited with code {code} before it was ready; "
-                    f"{self.log_file}:\n{log_tail(self.log_file)}"
-                )
-            if self._get_ok(pending[0]):
-                pending.pop(0)
-                continue
+                raise self._fail(f"tritonserver exited with code {code} before it was ready")
+            # Triton loads the startup models before it opens its ports: once it answers
+            # ready, every model has loaded or failed (LOADING only on a later reload).
+            if self._get_ok("/v2/health/ready"):
+                states = self.model_states()
+                if not any(states.get(m, ("",))[0] == "LOADING" for m in self.models):
+                    break
             if time.monotonic() > deadline:
-                raise ServerError(
-                    f"tritonserver not ready after {self.ready_timeout:.0f}s ({pending[0]}); "
-                    f"{self.log_file}:\n{log_tail(self.log_file)}"
-                )
+                raise self._fail(f"tritonserver not ready after {self.ready_timeout:.0f}s")
             time.sleep(0.1)
+        self.unavailable = {
+            m: states.get(m, ("", ""))[1] or self._logged_error(m)
+            for m in self.models
+            if states.get(m, ("",))[0] != "READY"
+        }
+        if not self.ready_models:
+            raise self._fail(f"no model loaded ({', '.join(self.models)})")
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM (Triton drains in-flight requests), then SIGKILL the group after `timeout`."""
         if self.process is None:
             return
+        if self.watchdog:
+            self.watchdog.stop()  # first: a stub that leaves with the server is no crash
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -279,18 +330,18 @@ class TritonServer:
         self.stop()
 
 
-def _tritonserver_pid(pid_file: Path) -> int | None:
-    """The pid in `pid_file` if that process is still a tritonserver (pids get reused)."""
+def server_pid(pid_file: Path) -> int | None:
+    """The pid in `pid_file` if that process is still `python -m serve` (pids get reused)."""
     try:
         pid = int(Path(pid_file).read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
         return None
-    return pid if b"tritonserver" in cmdline.split(b"\0")[0] else None
+    return pid if argv[1:3] == [b"-m", b"serve"] else None
 
 
 def check_pid_file(pid_file: Path) -> None:
-    running = _tritonserver_pid(pid_file)
+    running = server_pid(pid_file)
     if running is not None:
         raise ServerError(
             f"a server is already running (pid {running}, {pid_file}): "
@@ -298,24 +349,17 @@ def check_pid_file(pid_file: Path) -> None:
         )
 
 
-def stop_pid_file(pid_file: Path, timeout: float = 20.0) -> int | None:
-    """Stop the background server named by `pid_file`; return its pid, or None if none ran."""
-    pid = _tritonserver_pid(pid_file)
+def stop_pid_file(pid_file: Path, timeout: float = 40.0) -> int | None:
+    """Stop the server named by `pid_file`; return its pid, or None if none ran."""
+    pid = server_pid(pid_file)
     if pid is not None:
-        os.kill(pid, signal.SIGTERM)
+        tritonservers = children(pid)  # in their own session: killed apart if it comes to that
+        os.kill(pid, signal.SIGTERM)  # it stops its tritonserver, then exits
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+        for group in (pid, *tritonservers) if alive(pid) else ():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGKILL)
     Path(pid_file).unlink(missing_ok=True)
     return pid
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"  # a zombie has exited; only its parent has yet to reap it

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 
+import numpy as np
 import pytest
-from serve_helpers import ADMIN_KEY, CLASSIFIER, PROJECT_ROOT, free_ports, write_classifier
+import tritonclient.http as httpclient
+from serve_helpers import ADMIN_KEY, CLASSIFIER, PROJECT_ROOT, SPEC, free_ports, write_classifier
 
+from serve.procs import children, stubs
 from serve.server import ServerError, TritonServer, port_taken
 
 
@@ -29,7 +34,8 @@ def run(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
 def port_args(tmp_path) -> tuple[list[str], int]:
     http, grpc, metrics = free_ports(3)
     args = [f"--http-port={http}", f"--grpc-port={grpc}", f"--metrics-port={metrics}",
-            f"--log-file={tmp_path / 'server.log'}"]  # fmt: skip
+            f"--log-file={tmp_path / 'server.log'}",
+            f"--pid-file={tmp_path / 'server.pid'}"]  # fmt: skip
     return args, http
 
 
@@ -42,13 +48,30 @@ def ready(http_port: int) -> bool:
         return False
 
 
+def wait_for(predicate, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def infer_ok(http_port: int) -> bool:
+    with contextlib.closing(httpclient.InferenceServerClient(f"127.0.0.1:{http_port}")) as c:
+        x = httpclient.InferInput("input", [1, 1, SPEC.height, SPEC.width], "FP32")
+        x.set_data_from_numpy(np.zeros((1, 1, SPEC.height, SPEC.width), np.float32))
+        return c.infer(CLASSIFIER, [x]).as_numpy("logits").shape == (1, len(SPEC.labels))
+
+
 def test_taken_port_is_one_line(tmp_path):
     write_classifier(tmp_path)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        out = run("--repo", str(tmp_path), f"--http-port={port}", timeout=30)
+        pid_file = tmp_path / "server.pid"
+        out = run("--repo", str(tmp_path), f"--http-port={port}", f"--pid-file={pid_file}")
     assert out.returncode == 1
     assert out.stderr.splitlines() == [
         f"serve: error: port {port} (http) on 127.0.0.1 is taken: another server is running? "
@@ -57,7 +80,7 @@ def test_taken_port_is_one_line(tmp_path):
 
 
 def test_missing_repo_is_one_line(tmp_path):
-    out = run("--repo", str(tmp_path / "nope"), timeout=30)
+    out = run("--repo", str(tmp_path / "nope"), f"--pid-file={tmp_path / 'server.pid'}")
     assert out.returncode == 1 and len(out.stderr.splitlines()) == 1
     assert "does not exist" in out.stderr
 
@@ -95,7 +118,7 @@ def test_failed_model_load_shows_the_log_tail(
     with pytest.raises(ServerError) as e:
         server.start()
     first, *tail = str(e.value).splitlines()
-    assert first.startswith("tritonserver exited with code 1 before it was ready")
+    assert first.startswith("no model loaded (")
     assert any(cause in line for line in tail), tail
     assert not port_taken("127.0.0.1", http)
 
@@ -104,15 +127,20 @@ def test_failed_model_load_shows_the_log_tail(
 def test_background_then_stop(model_repo, tmp_path):
     args, http = port_args(tmp_path)
     pid_file = tmp_path / "server.pid"
-    out = run("--repo", str(model_repo), "--models", CLASSIFIER, *args,
-              "--background", f"--pid-file={pid_file}")  # fmt: skip
+    out = run("--repo", str(model_repo), "--models", CLASSIFIER, *args, "--background")
     try:
         assert out.returncode == 0, out.stderr
         assert f"HTTP     http://127.0.0.1:{http}" in out.stdout
         assert ready(http) and pid_file.is_file()
 
-        again = run("--repo", str(model_repo), *args, "--background", f"--pid-file={pid_file}")
+        again = run("--repo", str(model_repo), *args, "--background")
         assert again.returncode == 1 and "already running" in again.stderr
+
+        # The background server keeps its stub watchdog: a killed stub comes back.
+        (triton,) = children(int(pid_file.read_text()))
+        os.kill(stubs(triton)[0].pid, signal.SIGKILL)
+        assert wait_for(lambda: "reloaded in" in (tmp_path / "server.out").read_text(), 20)
+        assert infer_ok(http)
     finally:
         stop = run("stop", f"--pid-file={pid_file}")
     assert stop.returncode == 0 and "stopped pid" in stop.stdout
@@ -131,7 +159,7 @@ def test_foreground_stops_cleanly_on_sigterm(model_repo, tmp_path):
     )
     try:
         for line in proc.stdout:
-            if "Ctrl-C stops the server" in line:
+            if "running until Ctrl-C" in line:
                 break
         assert ready(http)
         proc.send_signal(signal.SIGTERM)

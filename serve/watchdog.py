@@ -1,4 +1,4 @@
-"""Bring back a model whose Python backend stub died.
+"""Bring back a model whose Python backend stub died; TritonServer runs one by default.
 
 Measured on Triton 2.51 (the nvidia-pytriton wheel): a killed stub is never restarted. The
 model stays READY while every request to it fails after ~1 s with "Stub process ... is not
@@ -10,14 +10,18 @@ new instance and swaps it in (~0.3 s), requests to the old one finish first.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import tritonclient.http as http
 
-from reliability import procs
-from serve.server import TritonServer
+from serve import procs
+
+if TYPE_CHECKING:
+    from serve.server import TritonServer
 
 NONCE = "reliability_reload"  # a config parameter no backend reads
 
@@ -31,29 +35,27 @@ class Event:
 
 
 class StubWatchdog:
-    """A thread that polls the server's stubs every `interval` seconds: start() / stop(), or
-    use it as a context manager. Needs the admin key: reloading is a model-control call."""
+    """A thread that polls the server's stubs every `interval` seconds, between start() and
+    stop(). Needs the admin key: reloading is a model-control call."""
 
-    def __init__(self, server: TritonServer, interval: float = 0.1):
+    def __init__(self, server: TritonServer, interval: float = 0.2):
         self.server = server
         self.interval = interval
         self.events: list[Event] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread: threading.Thread | None = None
 
     def start(self) -> StubWatchdog:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="stub-watchdog", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def __enter__(self) -> StubWatchdog:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
 
     def _ready(self, client: http.InferenceServerClient) -> set[str]:
         index = client.get_model_repository_index(headers=self.server.admin_headers)
@@ -97,4 +99,7 @@ class StubWatchdog:
             self._reload(client, model)
         except Exception as e:  # reported in events; the watchdog keeps watching
             error = str(e)
-        self.events.append(Event(detected, model, time.monotonic() - detected, error))
+        event = Event(detected, model, time.monotonic() - detected, error)
+        self.events.append(event)
+        outcome = f"reloaded in {event.reload_seconds:.2f}s" if error is None else error
+        print(f"serve: watchdog: {model}'s Python stub died; {outcome}", file=sys.stderr)
