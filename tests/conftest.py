@@ -4,11 +4,18 @@ real Triton on free ports."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import pytest
-from serve_helpers import ADMIN_KEY, CLASSIFIER, MAX_BATCH, SPEC, free_ports, write_classifier
+from serve_helpers import (
+    ADMIN_KEY,
+    CLASSIFIER,
+    MAX_BATCH,
+    SPEC,
+    export_onnx,
+    free_ports,
+    write_classifier,
+)
 
 from serve.repository import add_preprocess_and_ensemble
 from serve.server import TritonServer
@@ -56,20 +63,7 @@ def tiny_onnx(tmp_path_factory) -> Path:
         nn.Flatten(),
         nn.Linear(8, 10),
     ).eval()
-    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
-    with warnings.catch_warnings():  # the legacy exporter's deprecation notice
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            net,
-            (torch.zeros(1, 1, 28, 28),),
-            str(path),
-            dynamo=False,
-            opset_version=17,
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-        )
-    return path
+    return export_onnx(net, tmp_path_factory.mktemp("onnx") / "model.onnx")
 
 
 @pytest.fixture(scope="session")

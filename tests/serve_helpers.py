@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,25 @@ dynamic_batching { max_queue_delay_microseconds: 20000 }
 instance_group [{ kind: KIND_CPU count: 1 }]
 parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
 """
+
+
+def export_onnx(net, path: Path) -> Path:
+    """`net` ([N,1,28,28] -> [N,10]) as ONNX with "input"/"logits" and a dynamic batch."""
+    import torch
+
+    with warnings.catch_warnings():  # the legacy exporter's deprecation notice
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            net,
+            (torch.zeros(1, 1, 28, 28),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
+    return path
 
 
 def free_ports(n: int) -> list[int]:

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import warnings
 from pathlib import Path
 
-from contract import ModelSpec, save_spec
-from serve.server import free_port
+from serve_helpers import SPEC as SERVE_SPEC
+from serve_helpers import export_onnx
+
+from contract import save_spec
 
 MODEL = "tiny"
-SPEC = ModelSpec(
-    name=MODEL,
-    arch="resnet_small",
-    labels=tuple(f"class{i}" for i in range(10)),
-    height=28,
-    width=28,
-    color_mode="L",
-    mean=(0.5,),
-    std=(0.5,),
-)
+# The serve tests' contract, on the architecture optimize and bench load from a checkpoint.
+SPEC = dataclasses.replace(SERVE_SPEC, name=MODEL, arch="resnet_small")
 # The layout and knobs optimize writes; a short batching window so small tests batch.
 CONFIG = """\
 name: "{name}"
@@ -32,13 +26,6 @@ instance_group [{{ kind: KIND_CPU count: 1 }}]
 parameters {{ key: "intra_op_thread_count" value: {{ string_value: "1" }} }}
 parameters {{ key: "inter_op_thread_count" value: {{ string_value: "1" }} }}
 """
-
-
-def free_ports(n: int) -> list[int]:
-    ports: set[int] = set()
-    while len(ports) < n:
-        ports.add(free_port())
-    return sorted(ports)
 
 
 def build_run_and_repo(root: Path, variants=("fp32", "int8")) -> tuple[Path, Path]:
@@ -57,19 +44,7 @@ def build_run_and_repo(root: Path, variants=("fp32", "int8")) -> tuple[Path, Pat
     run.mkdir(parents=True)
     save_checkpoint(run / "checkpoint.pt", {"arch": SPEC.arch, "state_dict": net.state_dict()})
     save_spec(SPEC, run / "model_spec.json")
-    onnx = run / "model.onnx"
-    with warnings.catch_warnings():  # the legacy exporter's deprecation notice
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            net,
-            (torch.zeros(1, 1, 28, 28),),
-            str(onnx),
-            dynamo=False,
-            opset_version=17,
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-        )
+    onnx = export_onnx(net, run / "model.onnx")
     repo = root / "model_repository"
     for v in variants:
         folder = repo / f"{MODEL}_{v}"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from bench_helpers import build_run_and_repo, free_ports
+from bench_helpers import build_run_and_repo
+from serve_helpers import free_ports
 
 from serve.server import TritonServer
 
