@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ import numpy as np
 
 from bench import noise, triton_stats
 from bench.config import NoiseConfig, WindowConfig
+from bench.rawhttp import RawHTTPClient
 from bench.stats import merge, stable, summarize, window_of
 from serve.server import is_loopback
 
@@ -45,7 +47,12 @@ def _check_loopback(url: str) -> None:
 
 
 class TritonTarget:
-    """A Triton model over HTTP or gRPC (tritonclient's asyncio clients); statistics via HTTP."""
+    """A Triton model over HTTP or gRPC; statistics via tritonclient's HTTP client.
+
+    HTTP requests are built once (KServe v2 JSON header + binary tensor, what tritonclient
+    sends) and posted by the lean RawHTTPClient: tritonclient's per-call JSON and numpy work
+    would take CPU the server needs on 2 cores; perf_analyzer's prebuilt requests do not.
+    """
 
     def __init__(self, http_url: str, grpc_url: str, protocol: str, model: str, spec, sample):
         if protocol not in ("http", "grpc"):
@@ -61,24 +68,30 @@ class TritonTarget:
 
         self.stats_client = http_aio.InferenceServerClient(self.http_url, conn_limit=2)
         if self.protocol == "http":
-            self.client = http_aio.InferenceServerClient(self.http_url, conn_limit=1024)
-            module = http_aio
-            outputs = [module.InferRequestedOutput(self.spec.output_name, binary_data=True)]
+            url = f"http://{self.http_url}/v2/models/{self.model}/infer"
+            self.client = RawHTTPClient(url, *infer_request(self.spec, self.sample))
+            self.send = self._send_http
         else:
-            import tritonclient.grpc.aio as module
+            import tritonclient.grpc.aio as grpc_aio
 
-            self.client = module.InferenceServerClient(self.grpc_url)
-            outputs = [module.InferRequestedOutput(self.spec.output_name)]
-        tensor = module.InferInput(self.spec.input_name, list(self.sample.shape), "FP32")
-        tensor.set_data_from_numpy(self.sample)
-        self.inputs, self.outputs = [tensor], outputs
+            self.client = grpc_aio.InferenceServerClient(self.grpc_url)
+            tensor = grpc_aio.InferInput(self.spec.input_name, list(self.sample.shape), "FP32")
+            tensor.set_data_from_numpy(self.sample)
+            self.inputs = [tensor]
+            self.outputs = [grpc_aio.InferRequestedOutput(self.spec.output_name)]
+            self.send = self._send_grpc
         return self
 
     async def __aexit__(self, *exc) -> None:
         await self.client.close()
         await self.stats_client.close()
 
-    async def send(self) -> None:
+    async def _send_http(self) -> None:
+        head, _ = await self.client.post()
+        if b"inference-header-content-length" not in head.lower():
+            raise ValueError("the answer carries no binary output")
+
+    async def _send_grpc(self) -> None:
         await self.client.infer(self.model, self.inputs, outputs=self.outputs)
 
     async def snapshot(self) -> dict | None:
@@ -86,8 +99,32 @@ class TritonTarget:
         return triton_stats.snapshot(stats, self.model)
 
 
+def infer_request(spec, sample: np.ndarray) -> tuple[bytes, dict[str, str]]:
+    """Body and headers of a KServe v2 HTTP request with binary input and output tensors."""
+    tensor = sample.astype(np.float32).tobytes()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": spec.input_name,
+                    "shape": list(sample.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(tensor)},
+                }
+            ],
+            "outputs": [{"name": spec.output_name, "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    headers = {
+        "Inference-Header-Content-Length": str(len(header)),
+        "Content-Type": "application/octet-stream",
+    }
+    return header + tensor, headers
+
+
 class RawHTTPTarget:
-    """POST the input as raw float32 bytes (the FastAPI baseline's protocol), over aiohttp."""
+    """POST the input as raw float32 bytes (the FastAPI baseline's protocol), with the same
+    lean client as the Triton HTTP target: the comparison measures the servers."""
 
     name = "fastapi-http"
 
@@ -96,19 +133,15 @@ class RawHTTPTarget:
         self.url, self.body = url, sample.tobytes()
 
     async def __aenter__(self) -> RawHTTPTarget:
-        import aiohttp
-
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1024))
+        headers = {"Content-Type": "application/octet-stream"}
+        self.client = RawHTTPClient(self.url, self.body, headers)
         return self
 
     async def __aexit__(self, *exc) -> None:
-        await self.session.close()
+        await self.client.close()
 
     async def send(self) -> None:
-        headers = {"content-type": "application/octet-stream"}
-        async with self.session.post(self.url, data=self.body, headers=headers) as r:
-            r.raise_for_status()
-            await r.read()
+        await self.client.post()
 
     async def snapshot(self) -> dict | None:
         return None

@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -405,6 +406,10 @@ def link_latest(out: Path) -> Path:
     return latest
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -416,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SystemExit as e:  # --help
         return int(e.code or 0)
+    # SIGTERM unwinds like Ctrl-C, so the servers this run started are stopped, not orphaned.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return Bench(cfg, model, spec, variants).run()
     except KeyboardInterrupt:

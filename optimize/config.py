@@ -80,7 +80,9 @@ class RepositoryConfig:
     path: str = "model_repository"
     max_batch_size: int = 32
     preferred_batch_size: list[int] = field(default_factory=lambda: [8])
-    max_queue_delay_microseconds: int = 1000
+    # 0: a lone request never waits (a wait is pure latency at low load); under load the
+    # requests that queue while one instance computes still form batches (make bench).
+    max_queue_delay_microseconds: int = 0
     instances: int = 1
     intra_op_threads: int = 1  # per Triton model instance (onnxruntime backend parameters)
     inter_op_threads: int = 1

@@ -38,7 +38,7 @@ def test_configs_parse_with_tritons_protobuf_and_match_the_spec(tiny_onnx, tiny_
         labels = (repo / name / "labels.txt").read_text().splitlines()
         assert labels == list(tiny_spec.labels)
         assert list(config.dynamic_batching.preferred_batch_size) == [4, 8]
-        assert config.dynamic_batching.max_queue_delay_microseconds == 1000
+        assert config.dynamic_batching.max_queue_delay_microseconds == 0
         assert (repo / name / "model_spec.json").is_file()
     fp32 = _parse(repo / names[0] / "config.pbtxt")
     assert fp32.backend == "onnxruntime"
