@@ -3,7 +3,8 @@ request in flight per connection, responses framed by Content-Length.
 
 On 2 cores the client shares the CPU with the server it measures: every microsecond of Python
 per request (aiohttp's or tritonclient's request building and parsing) is taken from the
-server. Prebuilt bytes keep the client's share small, as perf_analyzer's C++ client does. It is no general client: no chunked bodies, no redirects, no TLS.
+server. Prebuilt bytes on one asyncio loop keep the client's share small. It is no general
+client: no chunked bodies, no redirects, no TLS.
 """
 
 from __future__ import annotations
