@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from serve.procs import stat_fields
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
 
@@ -30,18 +32,10 @@ def _machine_busy() -> int:
     return user + nice + system + irq + softirq + steal
 
 
-def _stat_fields(pid: int | str) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:  # exited since we listed it
-        return None
-    return text.rsplit(")", 1)[1].split()  # the command name may contain spaces
-
-
 def _proc_table() -> dict[int, list[str]]:
     table = {}
     for entry in os.scandir("/proc"):
-        if entry.name.isdigit() and (f := _stat_fields(entry.name)) is not None:
+        if entry.name.isdigit() and (f := stat_fields(entry.name)) is not None:
             table[int(entry.name)] = f
     return table
 

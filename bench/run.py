@@ -26,7 +26,7 @@ from bench.search import ModelControl, search
 from contract import ModelSpec
 from contract.atomic import atomic_write_json
 from serve.errors import ServerError
-from serve.server import TritonServer, free_port
+from serve.server import TritonServer, free_port, free_ports
 
 DEFAULT_CONFIG = Path("configs/bench.yaml")
 SERVED = ("sweep", "openloop", "variants", "dynbatch", "perf_analyzer", "search")
@@ -232,10 +232,7 @@ class Bench:
         wanted = [s for s in SERVED if s in self.cfg.sections]
         if not wanted:
             return
-        free: set[int] = set()
-        while len(free) < 3:  # free_port may hand out the same port twice in a row
-            free.add(free_port())
-        ports = dict(zip(("http_port", "grpc_port", "metrics_port"), sorted(free), strict=True))
+        ports = dict(zip(("http_port", "grpc_port", "metrics_port"), free_ports(3), strict=True))
         self.log(f"\n== starting tritonserver ({', '.join(v.model for v in self.variants)})")
         server = TritonServer(
             self.cfg.repo,

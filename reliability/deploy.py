@@ -16,7 +16,7 @@ from pathlib import Path
 from contract import ModelSpec, SpecError, load_spec
 from reliability.errors import ReliabilityError
 from serve.repository import RepositoryError, add_preprocess_and_ensemble, read_config
-from serve.server import TritonServer, free_port
+from serve.server import TritonServer, free_ports
 
 
 @dataclass(frozen=True)
@@ -94,13 +94,6 @@ def prepare(dest: Path, repo: Path | None, run: Path | None) -> Deployment:
             return build_from_run(run, dest)
         problems.append(f"no checkpoint.pt in {run}")
     raise ReliabilityError("; ".join(problems) + ": run `make optimize`, or pass --repo / --run")
-
-
-def free_ports(n: int) -> list[int]:
-    ports: set[int] = set()
-    while len(ports) < n:
-        ports.add(free_port())
-    return sorted(ports)
 
 
 @contextlib.contextmanager

@@ -26,13 +26,19 @@ def children(pid: int) -> list[int]:
     return kids
 
 
+def stat_fields(pid: int | str) -> list[str] | None:
+    """/proc/<pid>/stat after the command name (state, ppid, ...), None if `pid` is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()  # the command name may contain spaces
+
+
 def alive(pid: int) -> bool:
     """Running, not a zombie: tritonserver leaves a killed stub unreaped."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
 
 
 def rss_bytes(pid: int) -> int:

@@ -47,6 +47,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free ports (free_port may hand out the same one twice in a row)."""
+    ports: set[int] = set()
+    while len(ports) < n:
+        ports.add(free_port())
+    return sorted(ports)
+
+
 def port_taken(host: str, port: int) -> bool:
     # SO_REUSEADDR, as servers set it: a TIME_WAIT leftover is not "taken", a listener is.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -13,12 +13,11 @@ from serve_helpers import (
     MAX_BATCH,
     SPEC,
     export_onnx,
-    free_ports,
     write_classifier,
 )
 
 from serve.repository import add_preprocess_and_ensemble
-from serve.server import TritonServer
+from serve.server import TritonServer, free_ports
 from train.fashion_mnist import SOURCE, build
 
 TINY_PARAMS = {"train_per_class": 40, "test_per_class": 20, "val_fraction": 0.25, "seed": 0}

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from contract import ModelSpec
-from serve.server import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CLASSIFIER = "tiny_onnx"
@@ -56,13 +55,6 @@ def export_onnx(net, path: Path) -> Path:
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
         )
     return path
-
-
-def free_ports(n: int) -> list[int]:
-    ports: set[int] = set()
-    while len(ports) < n:
-        ports.add(free_port())
-    return sorted(ports)
 
 
 def png_bytes(array: np.ndarray) -> bytes:

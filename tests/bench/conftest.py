@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 from bench_helpers import build_run_and_repo
-from serve_helpers import free_ports
 
-from serve.server import TritonServer
+from serve.server import TritonServer, free_ports
 
 
 @pytest.fixture(scope="session")

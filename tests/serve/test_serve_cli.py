@@ -14,10 +14,10 @@ import urllib.request
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
-from serve_helpers import ADMIN_KEY, CLASSIFIER, PROJECT_ROOT, SPEC, free_ports, write_classifier
+from serve_helpers import ADMIN_KEY, CLASSIFIER, PROJECT_ROOT, SPEC, write_classifier
 
 from serve.procs import children, stubs
-from serve.server import ServerError, TritonServer, port_taken
+from serve.server import ServerError, TritonServer, free_ports, port_taken
 
 
 def serve_cmd(*args: str) -> list[str]:
