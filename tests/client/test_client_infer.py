@@ -19,11 +19,12 @@ from client_helpers import (
     run_infer,
     write_png,
 )
-from serve_helpers import ADMIN_KEY, CLASSIFIER, PROJECT_ROOT, SPEC, free_port
+from serve_helpers import ADMIN_KEY, CLASSIFIER, PROJECT_ROOT, SPEC
 
 from client.connection import ADMIN_HEADER, ADMIN_KEY_ENV, GRPC_ADMIN_HEADER, Triton
 from client.infer import Classifier
 from contract import ModelSpec, save_spec
+from serve.server import free_port
 
 SORTED = ["a.png", "b.png", "sub/c.png", "sub/deeper/d.png", "sub/e.png", "sub/rgb.png", "z/f.png"]
 
