@@ -8,12 +8,13 @@ from contract.config import ConfigError, load_config
 
 SECTIONS = (
     "inprocess",  # pytest-benchmark: eager FP32 and every ONNX variant, batch sizes x threads
-    "sweep",  # closed-loop concurrency sweep of the primary variant, HTTP and gRPC
+    "sweep",  # closed-loop concurrency sweep of the primary variant, HTTP and gRPC, and
+    # HTTP requests of several images
     "openloop",  # Poisson arrivals at fractions of the best closed-loop throughput
     "variants",  # every deployed variant at a few concurrencies
     "dynbatch",  # dynamic batching on vs off, same model and load
     "fastapi",  # a FastAPI + ONNX Runtime server on the same artifact
-    "perf_analyzer",  # NVIDIA's perf_analyzer at the comparison concurrency
+    "perf_analyzer",  # NVIDIA's perf_analyzer at the comparison point and the best point
     "search",  # serving config search
 )
 
@@ -30,6 +31,8 @@ QUICK = (
     "served.concurrency=[1,4,16]",
     "served.grpc_concurrency=[1,16]",
     "served.variant_concurrency=[1,16]",
+    "served.client_batches=[32]",
+    "served.batch_concurrency=[2]",
     "served.rates=[0.5]",
     "perf_analyzer.measurement_ms=500",
     "perf_analyzer.max_trials=6",
@@ -74,6 +77,10 @@ class ServedConfig:
     concurrency: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
     grpc_concurrency: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
     variant_concurrency: list[int] = field(default_factory=lambda: [1, 4, 16])
+    # Requests carrying several images (a page of checkboxes, a video's frames): the sweep
+    # adds HTTP points for each size at these concurrencies. []: single images only.
+    client_batches: list[int] = field(default_factory=lambda: [8, 32])
+    batch_concurrency: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     rates: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 0.9])
     compare_concurrency: int = 16  # dynbatch on/off, Triton vs FastAPI, perf_analyzer
     max_inflight: int = 512  # open loop: arrivals beyond this many in flight are dropped
@@ -144,6 +151,9 @@ def validate(cfg: BenchConfig) -> BenchConfig:
     _positive("served.grpc_concurrency", cfg.served.grpc_concurrency)
     _positive("served.variant_concurrency", cfg.served.variant_concurrency)
     _positive("served.rates", cfg.served.rates)
+    if any(b <= 0 for b in cfg.served.client_batches):
+        raise ConfigError("served.client_batches must hold positive batch sizes ([] = none)")
+    _positive("served.batch_concurrency", cfg.served.batch_concurrency)
     _positive("search.instances", cfg.search.instances)
     _positive("search.threads", cfg.search.threads)
     if any(d < 0 for d in cfg.search.max_queue_delay_us) or not cfg.search.max_queue_delay_us:

@@ -16,8 +16,9 @@ from contract.config import to_dict  # noqa: E402
 
 # fmt: off
 POINT_COLUMNS = (
-    "section", "variant", "protocol", "config", "load", "concurrency", "rate", "throughput",
-    "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "requests", "errors", "dropped", "stable",
+    "section", "variant", "protocol", "config", "load", "concurrency", "rate", "batch",
+    "throughput", "images_per_s", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms",
+    "requests", "errors", "dropped", "stable",
     "windows", "server_ms", "queue_ms", "compute_input_ms", "compute_infer_ms",
     "compute_output_ms", "avg_batch", "other_cores", "our_cores", "client_cores", "busy",
     "attempts",
@@ -75,7 +76,9 @@ def _target_rows(tgts: dict) -> list[list]:
     ]
 
 
-POINT_HEADER = "req/s|p50|p90|p95|p99 ms|errors|queue|infer ms|batch|client cores|other cores"
+POINT_HEADER = (
+    "req/s|img/s|p50|p90|p95|p99 ms|errors|queue|infer ms|server batch|client cores|other cores"
+)
 POINT_KEYS = (
     "p50_ms",
     "p90_ms",
@@ -92,7 +95,7 @@ def _points_table(points: list[dict], key_columns: list[tuple[str, str]]) -> lis
     header = [name for name, _ in key_columns] + POINT_HEADER.split("|") + ["stable"]
     rows = [
         [p.get(k) for _, k in key_columns]
-        + [f"{p['throughput']:.1f}"]
+        + [f"{p['throughput']:.1f}", f"{p['images_per_s']:.0f}"]
         + [p.get(k) for k in POINT_KEYS]
         + [p["noise"].get("client_cores"), p["noise"]["other_cores"], p["stable"]]
         for p in points
@@ -113,6 +116,21 @@ def _inprocess_table(rows: list[dict]) -> list[str]:
     header = ["variant", "threads"] + [f"batch {b}: ms / img/s" for b in batches]
     body = [[v, t, *(_cell(rows, v, t, b) for b in batches)] for v, t in keys]
     return _table(header, body)
+
+
+def _cross_check_rows(checks: list[dict]) -> list[list]:
+    rows = []
+    for x in checks:
+        load = [x["protocol"], x["concurrency"], x["batch"]]
+        tool = "perf_analyzer" + ("" if x["stable"] else " (unstable)")
+        rows.append(
+            [*load, tool, f"{x['images_per_s']:.0f}", x["p50_ms"], x["p99_ms"], x["client_cores"]]
+        )
+        rows.append(
+            [*load, "ours", f"{x['ours_images_per_s']:.0f}", x["ours_p50_ms"], x["ours_p99_ms"],
+             x["ours_client_cores"]]
+        )  # fmt: skip
+    return rows
 
 
 def _knobs(k: dict) -> str:
@@ -185,7 +203,9 @@ def markdown(results: dict, tgts: dict, text: str) -> str:
         lines += [
             f"## Served: closed-loop sweep of `{primary}`",
             "",
-            *_points_table(sweep, [("protocol", "protocol"), ("c", "concurrency")]),
+            *_points_table(
+                sweep, [("protocol", "protocol"), ("img/req", "batch"), ("c", "concurrency")]
+            ),
             "![latency vs throughput](latency_throughput.png)",
             "",
             "![server split](server_split.png)",
@@ -206,7 +226,10 @@ def markdown(results: dict, tgts: dict, text: str) -> str:
     variants = [
         p
         for p in points
-        if p["config"] == "deployed" and p["protocol"] == "http" and p["load"] == "closed"
+        if p["config"] == "deployed"
+        and p["protocol"] == "http"
+        and p["load"] == "closed"
+        and p["batch"] == 1
     ]
     if {p["variant"] for p in variants} - {primary}:
         lines += [
@@ -223,6 +246,7 @@ def markdown(results: dict, tgts: dict, text: str) -> str:
         if p["concurrency"] == c
         and p["load"] == "closed"
         and p["variant"] == primary
+        and p["batch"] == 1
         and p["config"] in ("deployed", "no_dynamic_batching", "fastapi")
     ]
     seen, unique = set(), []
@@ -236,17 +260,20 @@ def markdown(results: dict, tgts: dict, text: str) -> str:
             "",
             *_points_table(unique[::-1], [("server", "config"), ("protocol", "protocol")]),
         ]
-    pa = results.get("perf_analyzer")
-    if pa:
+    checks = results.get("perf_analyzer") or []
+    if checks:
         lines += [
-            "perf_analyzer on the same model and point: "
-            f"{pa['throughput']:.1f}/s, p50 {_fmt(pa['p50_ms'])}, p99 {_fmt(pa['p99_ms'])} ms "
-            f"(ours {pa['ours_throughput']:.1f}/s, p50 {pa['ours_p50_ms']:.2f}, p99 "
-            f"{pa['ours_p99_ms']:.2f} ms){'' if pa['stable'] else '; perf_analyzer: unstable'}.",
-            f"Command: `{pa['command']}`",
+            "perf_analyzer on the same model and load, beside our numbers from this run "
+            "(client cores: the CPU each load generator used, taken from the server's 2 cores):",
+            "",
+            *_table(
+                ["protocol", "c", "img/req", "tool", "img/s", "p50", "p99 ms", "client cores"],
+                _cross_check_rows(checks),
+            ),
+            *(f"Command: `{x['command']}`" for x in checks),
             "",
         ]
-    if unique or pa:
+    if unique or checks:
         lines += ["![percentiles](percentiles.png)", ""]
     s = results.get("search")
     if s:
@@ -339,8 +366,8 @@ def headline(results: dict, tgts: dict) -> str:
     ]
     best: dict[str, dict] = {}
     for p in results["points"]:
-        if p["config"] == "deployed" and p["throughput"] > best.get(p["variant"], {}).get(
-            "throughput", -1
+        if p["config"] == "deployed" and p["images_per_s"] > best.get(p["variant"], {}).get(
+            "images_per_s", -1
         ):
             best[p["variant"]] = p
     eager = next(
@@ -352,6 +379,7 @@ def headline(results: dict, tgts: dict) -> str:
             [
                 "PyTorch eager FP32 (in-process, batch 1)",
                 f"{eager['throughput']:.0f}",
+                1,
                 eager["median_ms"],
                 "-",
                 "-",
@@ -362,14 +390,15 @@ def headline(results: dict, tgts: dict) -> str:
         rows.append(
             [
                 f"Triton {name} ({p['protocol']} {where})",
-                f"{p['throughput']:.0f}",
+                f"{p['images_per_s']:.0f}",
+                p["batch"],
                 p["p50_ms"],
                 p["p99_ms"],
                 p.get("avg_batch"),
             ]
         )
     if rows:
-        lines += _table(["", "req/s", "p50 ms", "p99 ms", "avg batch"], rows)
+        lines += _table(["", "images/s", "img/req", "p50 ms", "p99 ms", "server batch"], rows)
     return "\n".join(lines)
 
 
@@ -385,25 +414,24 @@ def plot_latency_throughput(results: dict, path: Path) -> Path | None:
     if not points:
         return None
     fig, ax = plt.subplots(figsize=(8, 5))
-    series = sorted({(p["variant"], p["protocol"]) for p in points})
-    for variant, protocol in series:
+    series = sorted({(p["variant"], p["protocol"], p["batch"]) for p in points})
+    for variant, protocol, batch in series:
         ps = sorted(
-            (p for p in points if (p["variant"], p["protocol"]) == (variant, protocol)),
+            (
+                p
+                for p in points
+                if (p["variant"], p["protocol"], p["batch"]) == (variant, protocol, batch)
+            ),
             key=lambda p: p["concurrency"],
         )
-        x = [p["throughput"] for p in ps]
-        (line,) = ax.plot(x, [p["p50_ms"] for p in ps], "o-", label=f"{variant} {protocol} p50")
-        ax.plot(
-            x,
-            [p["p99_ms"] for p in ps],
-            "x--",
-            color=line.get_color(),
-            label=f"{variant} {protocol} p99",
-        )
+        name = f"{variant} {protocol}" + (f" x{batch}" if batch > 1 else "")
+        x = [p["images_per_s"] for p in ps]
+        (line,) = ax.plot(x, [p["p50_ms"] for p in ps], "o-", label=f"{name} p50")
+        ax.plot(x, [p["p99_ms"] for p in ps], "x--", color=line.get_color(), label=f"{name} p99")
         for p in ps:
             ax.annotate(
                 f"c{p['concurrency']}",
-                (p["throughput"], p["p50_ms"]),
+                (p["images_per_s"], p["p50_ms"]),
                 fontsize=7,
                 textcoords="offset points",
                 xytext=(3, 3),
@@ -411,16 +439,16 @@ def plot_latency_throughput(results: dict, path: Path) -> Path | None:
     opened = [p for p in results["points"] if p["load"] == "open"]
     if opened:
         ax.plot(
-            [p["throughput"] for p in opened],
+            [p["images_per_s"] for p in opened],
             [p["p99_ms"] for p in opened],
             "s:",
             color="black",
             label="open loop p99",
         )
-    ax.set_xlabel("throughput (requests/s)")
+    ax.set_xlabel("throughput (images/s)")
     ax.set_ylabel("latency (ms)")
     ax.set_yscale("log")
-    ax.set_title("Latency vs throughput (closed loop; labels: concurrency)")
+    ax.set_title("Latency vs throughput (closed loop; labels: concurrency; xN: N images a request)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     return _save(fig, path)
@@ -430,13 +458,13 @@ def plot_percentiles(results: dict, path: Path) -> Path | None:
     c = results["config"]["served"]["compare_concurrency"]
     bars = {}
     for p in results["points"]:
-        if p["load"] == "closed" and p["concurrency"] == c:
+        if p["load"] == "closed" and p["concurrency"] == c and p["batch"] == 1:
             label = {"deployed": "", "no_dynamic_batching": " no-dynbatch", "fastapi": " FastAPI"}
             if p["config"] in label:
                 bars[f"{p['variant']} {p['protocol']}{label[p['config']]}"] = p
-    pa = results.get("perf_analyzer")
-    if pa:
-        bars[f"{pa['variant']} perf_analyzer"] = pa
+    for pa in results.get("perf_analyzer") or []:
+        if pa["concurrency"] == c and pa["batch"] == 1:
+            bars[f"{pa['variant']} {pa['protocol']} perf_analyzer"] = pa
     if not bars:
         return None
     names = list(bars)
@@ -495,6 +523,7 @@ def plot_server_split(results: dict, path: Path) -> Path | None:
             for p in results["points"]
             if p["section"] == "sweep"
             and p["protocol"] == "http"
+            and p["batch"] == 1
             and p.get("server_ms") is not None
         ),
         key=lambda p: p["concurrency"],

@@ -98,11 +98,7 @@ class Bench:
                 break
             self.out = Path(cfg.out) / f"{stamp}-{n}"
         self.out.mkdir(parents=True)
-        self.sample = (
-            np.random.default_rng(cfg.served.seed)
-            .standard_normal((1, spec.channels, spec.height, spec.width))
-            .astype(np.float32)
-        )
+        self.samples: dict[int, np.ndarray] = {}
         self.results: dict = {
             "model": model,
             "timestamp": stamp,
@@ -112,11 +108,19 @@ class Bench:
             "variants": {v.name: {"model": v.model, **serving(v.config)} for v in variants},
             "inprocess": [],
             "points": [],
-            "perf_analyzer": None,
+            "perf_analyzer": [],
             "search": None,
             "errors": {},
             "warnings": [],
         }
+
+    def sample(self, batch: int) -> np.ndarray:
+        """The request's input: `batch` images of the model's shape (values do not matter)."""
+        if batch not in self.samples:
+            rng = np.random.default_rng(self.cfg.served.seed)
+            shape = (batch, self.spec.channels, self.spec.height, self.spec.width)
+            self.samples[batch] = rng.standard_normal(shape).astype(np.float32)
+        return self.samples[batch]
 
     def log(self, text: str) -> None:
         print(text, flush=True)
@@ -179,7 +183,8 @@ class Bench:
             return by_name[best["variant"]]
         return self.variants[0]
 
-    def point(self, make_target, load: Load, **tags) -> dict:
+    def point(self, make_target, load: Load, batch: int = 1, **tags) -> dict:
+        """One measured point; `batch` images per request, throughput in requests/s."""
         p = run_point(
             make_target,
             load,
@@ -189,7 +194,7 @@ class Bench:
             seed=self.cfg.served.seed,
             log=self.log,
         )
-        p.update(tags)
+        p.update(tags, batch=batch, images_per_s=p["throughput"] * batch)
         self.results["points"].append(p)
         split = (
             f", server queue {p['queue_ms']:.2f} + infer {p['compute_infer_ms']:.2f} ms"
@@ -197,16 +202,17 @@ class Bench:
             if p.get("queue_ms") is not None
             else ""
         )
+        images = f" x{batch} = {p['images_per_s']:.0f} img/s" if batch > 1 else ""
         self.log(
             f"  {tags['variant']:<12} {p['target']:<12} {load.label():>7}: {p['throughput']:8.1f}/s"
-            f"  p50 {p['p50_ms']:.2f}  p99 {p['p99_ms']:.2f} ms  err {p['errors']}"
+            f"{images}  p50 {p['p50_ms']:.2f}  p99 {p['p99_ms']:.2f} ms  err {p['errors']}"
             f"{'' if p['stable'] else '  (unstable)'}{split}"
         )
         return p
 
-    def triton(self, server: TritonServer, v: Variant, protocol: str = "http"):
+    def triton(self, server: TritonServer, v: Variant, protocol: str = "http", batch: int = 1):
         return lambda: TritonTarget(
-            server.http_url, server.grpc_url, protocol, v.model, self.spec, self.sample
+            server.http_url, server.grpc_url, protocol, v.model, self.spec, self.sample(batch)
         )
 
     def find(self, **tags) -> dict | None:
@@ -215,13 +221,16 @@ class Bench:
                 return p
         return None
 
-    def closed(self, server, v: Variant, c: int, protocol="http", section="sweep"):
-        known = self.find(variant=v.name, protocol=protocol, concurrency=c, config="deployed")
+    def closed(self, server, v: Variant, c: int, protocol="http", section="sweep", batch=1):
+        known = self.find(
+            variant=v.name, protocol=protocol, concurrency=c, config="deployed", batch=batch
+        )
         if known is not None and section != "sweep":
             return known
         return self.point(
-            self.triton(server, v, protocol),
+            self.triton(server, v, protocol, batch),
             Load("closed", c),
+            batch,
             section=section,
             variant=v.name,
             protocol=protocol,
@@ -257,12 +266,24 @@ class Bench:
             self.closed(server, v, c, "http")
         for c in self.cfg.served.grpc_concurrency:
             self.closed(server, v, c, "grpc")
+        for batch in self.cfg.served.client_batches:
+            if batch > v.config.max_batch_size:
+                self.log(
+                    f"  warning: requests of {batch} images exceed {v.model}'s max_batch_size "
+                    f"{v.config.max_batch_size}: skipped"
+                )
+                continue
+            for c in self.cfg.served.batch_concurrency:
+                self.closed(server, v, c, "http", batch=batch)
 
     def openloop(self, server, v: Variant) -> None:
         closed = [
             p
             for p in self.results["points"]
-            if p["variant"] == v.name and p["load"] == "closed" and p["protocol"] == "http"
+            if p["variant"] == v.name
+            and p["load"] == "closed"
+            and p["protocol"] == "http"
+            and p["batch"] == 1
         ]
         if not closed:
             closed = [
@@ -304,24 +325,42 @@ class Bench:
             control.load(v.model, v.config)
             control.close()
 
+    def best_point(self, v: Variant) -> dict | None:
+        """The deployed closed-loop point of `v` with the most images/s."""
+        points = [
+            p
+            for p in self.results["points"]
+            if p["variant"] == v.name and p["config"] == "deployed" and p["load"] == "closed"
+        ]
+        return max(points, key=lambda p: p["images_per_s"], default=None)
+
     def cross_check(self, server, v: Variant) -> None:
+        """perf_analyzer at the comparison point and at our best point, same load each."""
         c = self.cfg.served.compare_concurrency
-        ours = self.closed(server, v, c, "http", section="perf_analyzer")
-        pa = perf_analyzer.run(
-            self.cfg.perf_analyzer, server.http_url, "http", v.model, self.spec, c, self.out
-        )
-        pa.update(
-            variant=v.name,
-            ours_throughput=ours["throughput"],
-            ours_p50_ms=ours["p50_ms"],
-            ours_p99_ms=ours["p99_ms"],
-        )
-        self.results["perf_analyzer"] = pa
-        self.log(
-            f"  perf_analyzer c{c}: {pa['throughput']:.1f}/s p50 {pa['p50_ms']:.2f} ms; ours "
-            f"{ours['throughput']:.1f}/s p50 {ours['p50_ms']:.2f} ms"
-            f"{'' if pa['stable'] else ' (perf_analyzer unstable)'}"
-        )
+        compare = self.closed(server, v, c, "http", section="perf_analyzer")
+        best = self.best_point(v)
+        checks = []
+        for ours in [compare] if best is compare else [compare, best]:
+            protocol, batch, c = ours["protocol"], ours["batch"], ours["concurrency"]
+            url = server.http_url if protocol == "http" else server.grpc_url
+            pa = perf_analyzer.run(
+                self.cfg.perf_analyzer, url, protocol, v.model, self.spec, c, batch, self.out
+            )
+            pa.update(
+                variant=v.name,
+                best=ours is best,
+                **{f"ours_{k}": ours[k] for k in ("images_per_s", "p50_ms", "p99_ms")},
+                ours_client_cores=ours["noise"].get("client_cores"),
+            )
+            checks.append(pa)
+            self.log(
+                f"  perf_analyzer {protocol} c{c} x{batch}: {pa['images_per_s']:.0f} img/s p50 "
+                f"{pa['p50_ms']:.2f} ms, client {pa['client_cores']:.2f} cores; ours "
+                f"{ours['images_per_s']:.0f} img/s p50 {ours['p50_ms']:.2f} ms, client "
+                f"{pa['ours_client_cores']} cores"
+                f"{'' if pa['stable'] else ' (perf_analyzer unstable)'}"
+            )
+        self.results["perf_analyzer"] = checks
 
     def config_search(self, server, v: Variant) -> None:
         s = self.cfg.search
@@ -359,7 +398,7 @@ class Bench:
             v.onnx, free_port(), self.cfg.fastapi.threads, self.out / "fastapi.log"
         ) as api:
             self.point(
-                lambda: RawHTTPTarget(f"{api.url}/infer", self.sample),
+                lambda: RawHTTPTarget(f"{api.url}/infer", self.sample(1)),
                 Load("closed", c),
                 section="fastapi",
                 variant=v.name,

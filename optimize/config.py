@@ -79,11 +79,15 @@ class BenchConfig:
 class RepositoryConfig:
     path: str = "model_repository"
     max_batch_size: int = 32
-    preferred_batch_size: list[int] = field(default_factory=lambda: [8])
+    # []: the batcher takes whatever has queued (up to max_batch_size); a preferred size
+    # would cut batches at it under heavy load.
+    preferred_batch_size: list[int] = field(default_factory=list)
     # 0: a lone request never waits (a wait is pure latency at low load); under load the
     # requests that queue while one instance computes still form batches (make bench).
     max_queue_delay_microseconds: int = 0
-    instances: int = 1
+    # 2 x 1 thread: one instance computes while the other's requests cross the IPC, so both
+    # cores stay busy (make bench's config search: ahead of 1 x 1 and 1 x 2 on 2 cores).
+    instances: int = 2
     intra_op_threads: int = 1  # per Triton model instance (onnxruntime backend parameters)
     inter_op_threads: int = 1
 
@@ -92,6 +96,7 @@ class RepositoryConfig:
 class TensorRTConfig:
     enabled: bool = True
     workspace_mb: int = 1024
+    opt_batch: int = 8  # the batch size the engine's optimization profile is tuned for
 
 
 @dataclass
@@ -134,9 +139,13 @@ class OptimizeConfig:
             (self.export.opset >= 17, "export.opset must be >= 17"),
             (r.max_batch_size >= 1, "repository.max_batch_size must be >= 1"),
             (
-                bool(r.preferred_batch_size)
-                and all(1 <= b <= r.max_batch_size for b in r.preferred_batch_size),
+                all(1 <= b <= r.max_batch_size for b in r.preferred_batch_size),
                 "repository.preferred_batch_size must lie in 1..max_batch_size",
+            ),
+            (r.instances >= 1, "repository.instances must be >= 1"),
+            (
+                1 <= self.tensorrt.opt_batch <= r.max_batch_size,
+                "tensorrt.opt_batch must lie in 1..repository.max_batch_size",
             ),
             (self.bench.rounds >= 1 and self.bench.seconds > 0, "bench needs rounds and seconds"),
         ]

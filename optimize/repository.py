@@ -30,7 +30,11 @@ class RepoModel:
 
 def config_pbtxt(model: RepoModel, spec: ModelSpec, cfg: RepositoryConfig) -> str:
     dims = ", ".join(str(d) for d in (spec.channels, spec.height, spec.width))
-    preferred = ", ".join(str(b) for b in cfg.preferred_batch_size)
+    preferred = (
+        f"  preferred_batch_size: [ {', '.join(str(b) for b in cfg.preferred_batch_size)} ]\n"
+        if cfg.preferred_batch_size
+        else ""
+    )
     if model.tensorrt:
         runtime, kind, params = 'platform: "tensorrt_plan"', "KIND_GPU", ""
     else:
@@ -61,8 +65,7 @@ output [
   }}
 ]
 dynamic_batching {{
-  preferred_batch_size: [ {preferred} ]
-  max_queue_delay_microseconds: {cfg.max_queue_delay_microseconds}
+{preferred}  max_queue_delay_microseconds: {cfg.max_queue_delay_microseconds}
 }}
 instance_group [
   {{

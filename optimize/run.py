@@ -141,7 +141,7 @@ def tensorrt_plan(variants, results, work: Path, cfg: OptimizeConfig) -> tuple[P
     repo = cfg.repository
     plan = work / "model.plan"
     built = try_build(
-        trt.path, plan, 1, max(repo.preferred_batch_size), repo.max_batch_size,
+        trt.path, plan, 1, cfg.tensorrt.opt_batch, repo.max_batch_size,
         cfg.tensorrt.workspace_mb,
     )  # fmt: skip
     if not built["built"]:

@@ -59,8 +59,11 @@ def test_perf_analyzer_cross_check(bench_server, tmp_path):
     cfg = PerfAnalyzerConfig(measurement_ms=300, max_trials=4)
     if not perf_analyzer.PROJECT_ROOT.joinpath(cfg.binary).is_file():
         pytest.skip("perf_analyzer not installed: make setup-bench")
-    result = perf_analyzer.run(cfg, bench_server.http_url, "http", "tiny_fp32", SPEC, 2, tmp_path)
-    assert result["concurrency"] == 2 and result["throughput"] > 0 and result["p99_ms"] > 0
+    url = bench_server.http_url
+    result = perf_analyzer.run(cfg, url, "http", "tiny_fp32", SPEC, 2, 4, tmp_path)
+    assert result["concurrency"] == 2 and result["batch"] == 4 and "-b 4" in result["command"]
+    assert result["images_per_s"] > 0 and result["p99_ms"] > 0
+    assert result["client_cores"] > 0  # its CPU, measured beside ours
 
 
 def test_whole_run_writes_every_file(tmp_path, capsys):
@@ -111,6 +114,8 @@ def test_whole_run_writes_every_file(tmp_path, capsys):
         assert (latest / name).is_file(), name
     results = json.loads((latest / "results.json").read_text())
     assert {p["section"] for p in results["points"]} >= {"sweep", "openloop", "dynbatch", "search"}
+    multi = [p for p in results["points"] if p["batch"] == 32]  # --quick: 32 images a request
+    assert multi and all(p["avg_batch"] >= 32 for p in multi)  # the server saw 32 a request
     assert {r["variant"] for r in results["inprocess"]} == {"eager_fp32", "fp32", "int8"}
     optional = {"fastapi", "perf_analyzer"}  # need make setup-bench
     assert set(results["errors"]) <= optional, results["errors"]

@@ -53,6 +53,16 @@ def test_configs_parse_with_tritons_protobuf_and_match_the_spec(tiny_onnx, tiny_
     assert not (repo / names[1] / "1").exists()  # no plan without a GPU
 
 
+def test_defaults_batch_whatever_queued_on_two_instances(tiny_onnx, tiny_spec, tmp_path):
+    repo = tmp_path / "repo"
+    (name,) = write_repository(repo, _models(tiny_onnx, tiny_spec)[:1], tiny_spec,
+                               RepositoryConfig(), None)  # fmt: skip
+    config = _parse(repo / name / "config.pbtxt")
+    assert config.HasField("dynamic_batching")
+    assert list(config.dynamic_batching.preferred_batch_size) == []
+    assert config.instance_group[0].count == 2
+
+
 def test_a_failure_mid_write_leaves_the_old_repository(tiny_onnx, tiny_spec, tmp_path, monkeypatch):
     repo = tmp_path / "repo"
     write_repository(repo, _models(tiny_onnx, tiny_spec)[:1], tiny_spec, RepositoryConfig(), None)
