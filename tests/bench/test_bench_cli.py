@@ -17,6 +17,7 @@ from bench.run import main
         (["nonsense"], "unexpected argument 'nonsense'"),
         (["windows.nope=1"], "unknown config key: windows.nope"),
         (["served.concurrency=[0,4]"], "served.concurrency must be"),
+        (["served.client_batches=[8,-1]"], "served.client_batches must hold positive"),
         (["windows.stability=2"], "windows.stability must be in (0, 1)"),
         (["--config", "/nonexistent.yaml"], "config file not found"),
     ],
