@@ -270,7 +270,9 @@ def markdown(results: dict, tgts: dict, text: str) -> str:
                 ["protocol", "c", "img/req", "tool", "img/s", "p50", "p99 ms", "client cores"],
                 _cross_check_rows(checks),
             ),
-            *(f"Command: `{x['command']}`" for x in checks),
+            "Commands:",
+            "",
+            *(f"- `{x['command']}`" for x in checks),
             "",
         ]
     if unique or checks:
