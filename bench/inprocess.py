@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from bench import noise
 from bench.config import InprocessConfig, NoiseConfig
 from contract import ModelSpec
 
@@ -115,7 +116,7 @@ def run(
     """Time every case; re-run busy ones up to guard.retries times. Rows in case order."""
     rows = {r["id"]: r for r in _pytest(case_list, cfg, workdir, "0")}
     for attempt in range(1, guard.retries + 1):
-        busy = [c for c in case_list if rows[c["id"]]["noise"]["other_cores"] > guard.busy_cores]
+        busy = [c for c in case_list if noise.is_busy(rows[c["id"]]["noise"], guard.busy_cores)]
         if not busy:
             break
         log(
@@ -126,5 +127,5 @@ def run(
             if again["noise"]["other_cores"] < rows[again["id"]]["noise"]["other_cores"]:
                 rows[again["id"]] = again
     for r in rows.values():
-        r["busy"] = r["noise"]["other_cores"] > guard.busy_cores
+        r["busy"] = noise.is_busy(r["noise"], guard.busy_cores)
     return [rows[c["id"]] for c in case_list]

@@ -134,7 +134,6 @@ def run(
         raise PerfAnalyzerError(f"perf_analyzer exit {proc.returncode}: {why.strip()} (see {log})")
     result = parse_csv(csv_path)
     result.update(batch=batch, protocol=protocol, client_cores=round(cores, 3))
-    result["throughput"] = result["images_per_s"] / batch
     result["stable"] = stable
     result["command"] = " ".join(cmd)
     return result

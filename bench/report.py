@@ -12,7 +12,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from bench.summary import noise_summary, targets, verdict  # noqa: E402
 from contract.atomic import atomic_write_json, atomic_write_text, staged_file  # noqa: E402
-from contract.config import to_dict  # noqa: E402
 
 # fmt: off
 POINT_COLUMNS = (
@@ -31,10 +30,6 @@ INPROCESS_COLUMNS = (
 
 
 MAX_WARNINGS = 12
-
-
-def config_dict(cfg) -> dict:
-    return to_dict(cfg)
 
 
 def _fmt(value, spec: str = "{:.2f}") -> str:

@@ -23,8 +23,10 @@ from bench.fastapi_server import FastAPIServer
 from bench.loadgen import Load, RawHTTPTarget, TritonTarget, run_point
 from bench.repository import BenchRepoError, Variant, discover, serving, variation
 from bench.search import ModelControl, search
+from bench.summary import find_point
 from contract import ModelSpec
 from contract.atomic import atomic_write_json
+from contract.config import to_dict
 from serve.errors import ServerError
 from serve.server import TritonServer, free_port, free_ports
 
@@ -104,7 +106,7 @@ class Bench:
             "timestamp": stamp,
             "quick": cfg.quick,
             "machine": _machine(),
-            "config": report.config_dict(cfg),
+            "config": to_dict(cfg),
             "variants": {v.name: {"model": v.model, **serving(v.config)} for v in variants},
             "inprocess": [],
             "points": [],
@@ -215,15 +217,14 @@ class Bench:
             server.http_url, server.grpc_url, protocol, v.model, self.spec, self.sample(batch)
         )
 
-    def find(self, **tags) -> dict | None:
-        for p in reversed(self.results["points"]):
-            if all(p.get(k) == val for k, val in tags.items()):
-                return p
-        return None
-
     def closed(self, server, v: Variant, c: int, protocol="http", section="sweep", batch=1):
-        known = self.find(
-            variant=v.name, protocol=protocol, concurrency=c, config="deployed", batch=batch
+        known = find_point(
+            self.results["points"],
+            variant=v.name,
+            protocol=protocol,
+            concurrency=c,
+            config="deployed",
+            batch=batch,
         )
         if known is not None and section != "sweep":
             return known

@@ -17,9 +17,9 @@ def _fmt_ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f} ms"
 
 
-def _point(points: list[dict], **tags) -> dict | None:
-    found = [p for p in points if all(p.get(k) == v for k, v in tags.items())]
-    return found[-1] if found else None
+def find_point(points: list[dict], **tags) -> dict | None:
+    """The latest point whose fields equal `tags`."""
+    return next((p for p in reversed(points) if all(p.get(k) == v for k, v in tags.items())), None)
 
 
 def _where(p: dict) -> str:
@@ -53,7 +53,7 @@ def _verdict_of(key: str, value: float | None, extra_ok: bool = True) -> bool | 
 
 def targets(results: dict) -> dict:
     """key -> {value, target, met, detail}; value None (with why) when not measured."""
-    points = [p for p in results["points"]]
+    points = results["points"]
     rows = results["inprocess"]
     primary = results.get("primary")
     knobs = results["variants"].get(primary, {}) if primary else {}
@@ -86,7 +86,9 @@ def targets(results: dict) -> dict:
     else:
         put("served_vs_inprocess", None, "needs the inprocess and sweep sections")
 
-    c1 = _point(points, variant=primary, protocol="http", concurrency=1, config="deployed", batch=1)
+    c1 = find_point(
+        points, variant=primary, protocol="http", concurrency=1, config="deployed", batch=1
+    )
     one, t1 = _inprocess(rows, primary, knobs.get("intra_op_threads", 1))
     b1 = next((r for r in one if r["batch"] == 1), None)
     if c1 and b1:
@@ -100,8 +102,10 @@ def targets(results: dict) -> dict:
     else:
         put("overhead_ms_c1", None, "needs inprocess with batch 1 and the sweep at c1")
 
-    on = _point(points, variant=primary, protocol="http", concurrency=c, config="deployed", batch=1)
-    off = _point(points, variant=primary, concurrency=c, config="no_dynamic_batching")
+    on = find_point(
+        points, variant=primary, protocol="http", concurrency=c, config="deployed", batch=1
+    )
+    off = find_point(points, variant=primary, concurrency=c, config="no_dynamic_batching")
     if on and off and off["throughput"] > 0:
         put(
             "dynbatch_gain_c16",
@@ -112,7 +116,7 @@ def targets(results: dict) -> dict:
     else:
         put("dynbatch_gain_c16", None, "needs the dynbatch section")
 
-    api = _point(points, concurrency=c, config="fastapi")
+    api = find_point(points, concurrency=c, config="fastapi")
     if on and api and api["throughput"] > 0:
         p99_ok = on["p99_ms"] <= api["p99_ms"]
         put(
@@ -210,7 +214,7 @@ def verdict(results: dict, tgts: dict) -> str:
         (p for p in deployed if p["batch"] == 1), key=lambda p: p["throughput"], default=None
     )
     c = results["config"]["served"]["compare_concurrency"]
-    on = _point(
+    on = find_point(
         results["points"],
         variant=primary,
         protocol="http",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -74,8 +75,11 @@ def staged_dir(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    # Named before it exists and made inside `try`: a signal (SIGTERM -> KeyboardInterrupt)
+    # right after the mkdir still finds the cleanup armed. 64 random bits: no collisions.
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
     try:
+        tmp.mkdir(mode=0o700)
         yield tmp
         _ordinary_mode(tmp, directory=True)
         old = None

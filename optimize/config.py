@@ -96,7 +96,6 @@ class RepositoryConfig:
 class TensorRTConfig:
     enabled: bool = True
     workspace_mb: int = 1024
-    opt_batch: int = 8  # the batch size the engine's optimization profile is tuned for
 
 
 @dataclass
@@ -143,10 +142,6 @@ class OptimizeConfig:
                 "repository.preferred_batch_size must lie in 1..max_batch_size",
             ),
             (r.instances >= 1, "repository.instances must be >= 1"),
-            (
-                1 <= self.tensorrt.opt_batch <= r.max_batch_size,
-                "tensorrt.opt_batch must lie in 1..repository.max_batch_size",
-            ),
             (self.bench.rounds >= 1 and self.bench.seconds > 0, "bench needs rounds and seconds"),
         ]
         for ok, message in checks:

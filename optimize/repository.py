@@ -9,15 +9,14 @@ into `1/model.plan` (`python -m optimize.tensorrt`); until then it has no versio
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from contract import ModelSpec
+from contract import ModelSpec, save_spec
 from contract.atomic import staged_dir
 from optimize.config import OptimizeError, RepositoryConfig
+from serve.repository import RepositoryError, add_preprocess_and_ensemble
 
 
 @dataclass
@@ -81,7 +80,7 @@ def write_model(root: Path, model: RepoModel, spec: ModelSpec, cfg: RepositoryCo
     folder.mkdir()
     (folder / "config.pbtxt").write_text(config_pbtxt(model, spec, cfg))
     (folder / "labels.txt").write_text("".join(f"{label}\n" for label in spec.labels))
-    (folder / "model_spec.json").write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
+    save_spec(spec, folder / "model_spec.json")
     if model.tensorrt:
         shutil.copyfile(model.source, folder / "model_qdq.onnx")
         if model.plan is not None:
@@ -93,19 +92,10 @@ def write_model(root: Path, model: RepoModel, spec: ModelSpec, cfg: RepositoryCo
 
 
 def add_ensemble(root: Path, spec: ModelSpec, classifier: str, max_batch_size: int) -> list[str]:
-    """The serve stage's preprocessing model + ensemble, when that stage is installed."""
-    try:
-        found = importlib.util.find_spec("serve.repository") is not None
-    except ModuleNotFoundError:  # no `serve` package at all
-        found = False
-    if not found:
-        print("note: serve.repository not found: no preprocess model or ensemble written")
-        return []
-    from serve.repository import add_preprocess_and_ensemble
-
+    """The serve stage's preprocessing model + ensemble over `classifier`."""
     try:
         return add_preprocess_and_ensemble(root, spec, classifier, max_batch_size)
-    except ValueError as e:  # serve's RepositoryError: a clear message, not a traceback
+    except RepositoryError as e:  # a clear message, not a traceback
         raise OptimizeError(f"serve.repository: {e}") from None
 
 

@@ -140,10 +140,10 @@ def tensorrt_plan(variants, results, work: Path, cfg: OptimizeConfig) -> tuple[P
         return None, status
     repo = cfg.repository
     plan = work / "model.plan"
-    built = try_build(
-        trt.path, plan, 1, cfg.tensorrt.opt_batch, repo.max_batch_size,
-        cfg.tensorrt.workspace_mb,
-    )  # fmt: skip
+    # The profile's opt batch by docker/entrypoint.sh's rule (trt_batch_args), which rebuilds
+    # plans on GPU hosts: the largest preferred batch size, else max_batch_size.
+    opt = max(repo.preferred_batch_size, default=repo.max_batch_size)
+    built = try_build(trt.path, plan, 1, opt, repo.max_batch_size, cfg.tensorrt.workspace_mb)
     if not built["built"]:
         return None, f"skipped: {built['reason']}"
     return plan, f"plan built from {trt.name}"

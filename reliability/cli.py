@@ -7,6 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from client.infer import positive
 from reliability.errors import ReliabilityError
 from serve.errors import ServerError
 
@@ -30,17 +31,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder (%(default)s)")
 
 
-def _positive(kind):
-    def parse(text: str):
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse
-
-
 def _names(text: str) -> list[str]:
     return [n.strip() for n in text.split(",") if n.strip()]
 
@@ -58,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--list", action="store_true", help="list the kinds and exit")
     soak = sub.add_parser("soak", help="a bounded load: errors, p99 and server RSS over time")
     _common(soak)
-    soak.add_argument("--minutes", type=_positive(float), default=10.0)
-    soak.add_argument("--concurrency", type=_positive(int), default=32)
+    soak.add_argument("--minutes", type=positive(float), default=10.0)
+    soak.add_argument("--concurrency", type=positive(int), default=32)
     faults = sub.add_parser("faults", help="faults under load: a table, one row per fault")
     _common(faults)
     faults.add_argument("--only", type=_names, help="comma-separated faults (default: all)")

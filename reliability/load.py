@@ -2,8 +2,8 @@
 
 Threads, each sending Probes through client.connection.Triton (the client's own code), over
 HTTP and gRPC alternately. Bounded by a deadline and a request cap; loopback only. Retries
-follow the client's Policy and its transient errors, plus `restarting` errors; each record
-says whether the client as it is would have lost it.
+follow the client's Policy and its transient errors (client.connection.is_transient, which
+covers restarts and crashed stubs); each record says whether the client would have lost it.
 """
 
 from __future__ import annotations
@@ -12,37 +12,13 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass, field
-from http.client import HTTPException
 
 import numpy as np
-from tritonclient.utils import InferenceServerException
 
 from client.connection import Policy, Triton, describe, is_transient
 from reliability.errors import ReliabilityError
 from reliability.reference import Probe
 from serve.server import TritonServer, is_loopback
-
-# What a stub crash or a server restart looks like to a client; client.connection.is_transient
-# retries none of them yet (see the report). Each is worth a retry: the server comes back.
-RESTARTING = (
-    "is not healthy",  # a dead Python stub, until the watchdog has reloaded its model
-    "Server is stopping",  # gRPC, while Triton drains
-    "has no available versions",  # gRPC, after Triton unloaded the models on its way out
-)
-
-
-def restarting(e: BaseException) -> bool:
-    if isinstance(e, HTTPException):  # geventhttpclient: the server closed mid-request
-        return True
-    if not isinstance(e, InferenceServerException):
-        return False
-    message = e.message() or ""
-    return str(e.status()) == "StatusCode.CANCELLED" or any(w in message for w in RESTARTING)
-
-
-def retryable(e: BaseException) -> bool:
-    """The client's transient errors, plus `restarting` ones."""
-    return is_transient(e) or restarting(e)
 
 
 @dataclass
@@ -56,7 +32,7 @@ class Record:
 
     @property
     def lost_as_is(self) -> bool:
-        """Lost by the client's own retry rules: failed, or saved only by `restarting`."""
+        """Lost by the client's own retry rules (client.connection.is_transient)."""
         return not self.ok or any(not transient for _, _, transient in self.errors)
 
 
@@ -100,8 +76,9 @@ class Load:
                 break
             except Exception as e:  # counted, never raised: the load must go on
                 what = f"{type(e).__name__}: {describe(e)}"
-                record.errors.append((time.monotonic(), what, is_transient(e)))
-                if not retryable(e) or attempt == self.policy.retries:
+                transient = is_transient(e)
+                record.errors.append((time.monotonic(), what, transient))
+                if not transient or attempt == self.policy.retries:
                     break
             # Not cut short by stop: a request ends with its retries, as a client's would.
             time.sleep(self.policy.backoff * 2**attempt)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +28,19 @@ def children(pid: int) -> list[int]:
         except OSError:
             continue
     return kids
+
+
+def terminate(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM `process` (started with start_new_session), SIGKILL its group after `timeout`."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def stat_fields(pid: int | str) -> list[str] | None:

@@ -26,7 +26,7 @@ from serve.install import (
     server_env,
     tritonserver_binary,
 )
-from serve.procs import alive, children
+from serve.procs import alive, children, terminate
 from serve.watchdog import StubWatchdog
 
 ADMIN_KEY_ENV = "TRITON_ADMIN_KEY"
@@ -312,14 +312,7 @@ class TritonServer:
             return
         if self.watchdog:
             self.watchdog.stop()  # first: a stub that leaves with the server is no crash
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        terminate(self.process, timeout)
         # Triton may exit before a busy Python stub does (seen after a drain under load);
         # that stub would live on, orphaned: the rest of the process group goes too.
         with contextlib.suppress(ProcessLookupError, PermissionError):

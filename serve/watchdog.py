@@ -57,9 +57,8 @@ class StubWatchdog:
             self._thread.join()
             self._thread = None
 
-    def _ready(self, client: http.InferenceServerClient) -> set[str]:
-        index = client.get_model_repository_index(headers=self.server.admin_headers)
-        return {m["name"] for m in index if m.get("state") == "READY"}
+    def _ready(self) -> set[str]:
+        return {m for m, (state, _) in self.server.model_states().items() if state == "READY"}
 
     def _reload(self, client: http.InferenceServerClient, model: str) -> None:
         config = client.get_model_config(model)
@@ -88,7 +87,7 @@ class StubWatchdog:
         if not lost:
             return now
         # An unloaded model's stubs leave too: only a READY model lost one by a crash.
-        for model in sorted(lost & self._ready(client)):
+        for model in sorted(lost & self._ready()):
             self._restore(client, model)
         return {s.instance: s for s in procs.stubs(process.pid)}
 

@@ -1,4 +1,3 @@
-import importlib.util
 import shutil
 
 import pytest
@@ -84,8 +83,6 @@ def test_a_failure_mid_write_leaves_the_old_repository(tiny_onnx, tiny_spec, tmp
 
 
 def test_the_ensemble_points_at_the_chosen_classifier(tiny_onnx, tiny_spec, tmp_path):
-    if importlib.util.find_spec("serve.repository") is None:
-        pytest.skip("serve.repository is not in this tree")
     repo = tmp_path / "repo"
     classifier = f"{tiny_spec.name}_fp32"
     names = write_repository(

@@ -5,7 +5,7 @@ import sys
 
 from tritonclient.utils import InferenceServerException
 
-from reliability.load import restarting, retryable
+from client.connection import is_transient
 
 
 def _run(*argv):
@@ -46,5 +46,5 @@ def test_retry_rules_cover_restarts_and_stub_crashes_but_not_bad_input():
     stopping = InferenceServerException("Server is stopping", "StatusCode.UNAVAILABLE")
     bad = InferenceServerException("image bytes: not a readable image", "400")
     refused = ConnectionRefusedError(111, "Connection refused")
-    assert restarting(stub) and retryable(stub) and retryable(stopping) and retryable(refused)
-    assert not retryable(bad)
+    assert is_transient(stub) and is_transient(stopping) and is_transient(refused)
+    assert not is_transient(bad)
