@@ -20,6 +20,9 @@ from tritonclient.utils import InferenceServerException
 ADMIN_KEY_ENV = "TRITON_ADMIN_KEY"
 ADMIN_HEADER = "admin-key"
 GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
+SHM_KEY_ENV = "TRITON_SHM_KEY"
+SHM_HEADER = "shm-key"
+GRPC_SHM_HEADER = f"triton-grpc-protocol-{SHM_HEADER}"
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
 # Worth another try: the server is starting, overloaded, or briefly out of reach.
 _TRANSIENT = {"502", "503", "504", "StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED"}
@@ -246,10 +249,18 @@ class Triton:
             raise
 
     def admin_headers(self) -> dict[str, str] | None:
+        """Model control's key from $TRITON_ADMIN_KEY, in this protocol's header."""
         key = os.environ.get(ADMIN_KEY_ENV)
         if not key:
             return None
         return {ADMIN_HEADER if self.protocol == "http" else GRPC_ADMIN_HEADER: key}
+
+    def shm_headers(self) -> dict[str, str] | None:
+        """Shared memory's key from $TRITON_SHM_KEY, in this protocol's header."""
+        key = os.environ.get(SHM_KEY_ENV)
+        if not key:
+            return None
+        return {SHM_HEADER if self.protocol == "http" else GRPC_SHM_HEADER: key}
 
     def close(self) -> None:
         with self._lock:

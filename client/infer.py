@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from client.connection import (  # noqa: E402
-    ADMIN_KEY_ENV,
     DEFAULT_PORTS,
+    SHM_KEY_ENV,
     ClientError,
     ModelInfo,
     Policy,
@@ -58,8 +58,8 @@ top-k: Triton's classification extension (class_count=k) ranks and names the cla
   model's outputs (logits), not probabilities.
 
 --shared-memory (tensor mode, server on this host): input batches travel through system
-  shared memory regions registered with the server, which needs its admin key for that:
-  export {ADMIN_KEY_ENV}=<the key the server was started with>.
+  shared memory regions registered with the server, which needs its shared-memory key:
+  export {SHM_KEY_ENV}=<the key the server was started with>.
 
 errors: unreachable server, 502/503/504, UNAVAILABLE and timeouts are retried --retries
   times with exponential backoff starting at --backoff seconds; nothing else is retried.

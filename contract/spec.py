@@ -69,6 +69,10 @@ class ModelSpec:
             problems.append(f"mean/std need {self.channels} values for {self.color_mode}")
         if any(not (isinstance(s, int | float) and s > 0 and math.isfinite(s)) for s in self.std):
             problems.append("std values must be positive numbers")
+        # Finite statistics keep every preprocessed input finite: a NaN or Inf cannot reach a
+        # model through the server's preprocessing (docs/serve.md, NaN and Inf).
+        if any(not (isinstance(m, int | float) and math.isfinite(m)) for m in self.mean):
+            problems.append("mean values must be finite numbers")
         if len(self.labels) < 2:
             problems.append("at least 2 labels are needed")
         if len(set(self.labels)) != len(self.labels):

@@ -17,6 +17,8 @@ class OptimizeError(ValueError):
 class DataConfig:
     root: str | None = None  # None: the folder the run was trained on (from its checkpoint)
     calibration_images: int = 512  # training images that calibrate INT8 activation ranges
+    # Fewer images give unreliable INT8 ranges; lower it only for tiny test runs.
+    min_calibration_images: int = 500
     selection_images: int | None = None  # validation images that pick the calibration method
     cache_max_mb: int = 2048
 
@@ -133,6 +135,12 @@ class OptimizeConfig:
             (p.finetune.epochs >= 0, "prune.finetune.epochs must be >= 0"),
             (p.finetune.lr > 0, "prune.finetune.lr must be > 0"),
             (self.data.calibration_images >= 1, "data.calibration_images must be >= 1"),
+            (
+                self.data.calibration_images >= self.data.min_calibration_images,
+                f"data.calibration_images {self.data.calibration_images} is below "
+                f"{self.data.min_calibration_images}: INT8 ranges from so few images are "
+                "unreliable (a tiny test run may lower data.min_calibration_images)",
+            ),
             (0 < q.percentile <= 100, "quantize.percentile must be in (0, 100]"),
             (self.max_accuracy_drop >= 0, "max_accuracy_drop must be >= 0"),
             (self.export.opset >= 17, "export.opset must be >= 17"),

@@ -17,6 +17,7 @@ from contract import ModelSpec, SpecError, load_spec
 from reliability.errors import ReliabilityError
 from serve.repository import RepositoryError, add_preprocess_and_ensemble, read_config
 from serve.server import TritonServer, free_ports
+from serve.supervisor import DEFAULT_RESTARTS, RestartPolicy
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,9 @@ def running(
     models: list[str] | None = None,
     stop_timeout: float = 20.0,
     watchdog: bool = True,
+    restarts: RestartPolicy | None = DEFAULT_RESTARTS,
 ) -> Iterator[TritonServer]:
-    triton = server(repo, work, models, watchdog).start()
+    triton = server(repo, work, models, watchdog, restarts).start()
     try:
         yield triton
     finally:
@@ -112,7 +114,11 @@ def running(
 
 
 def server(
-    repo: Path, work: Path, models: list[str] | None = None, watchdog: bool = True
+    repo: Path,
+    work: Path,
+    models: list[str] | None = None,
+    watchdog: bool = True,
+    restarts: RestartPolicy | None = DEFAULT_RESTARTS,
 ) -> TritonServer:
     """A TritonServer (not started) on fresh loopback ports, with its own admin key."""
     http, grpc, metrics = free_ports(3)
@@ -126,4 +132,5 @@ def server(
         backend_dir=work / "backends",
         log_file=work / "server.log",
         watchdog=watchdog,
+        restarts=restarts,
     )

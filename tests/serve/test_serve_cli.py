@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -139,7 +140,13 @@ def test_background_then_stop(model_repo, tmp_path):
         # The background server keeps its stub watchdog: a killed stub comes back.
         (triton,) = children(int(pid_file.read_text()))
         os.kill(stubs(triton)[0].pid, signal.SIGKILL)
-        assert wait_for(lambda: "reloaded in" in (tmp_path / "server.out").read_text(), 20)
+        said = tmp_path / "server.out"
+        assert wait_for(lambda: "reloaded in" in said.read_text(), 20)
+        assert infer_ok(http)
+        # ... and its supervisor: a dead tritonserver comes back, and says so.
+        os.kill(triton, signal.SIGKILL)
+        assert wait_for(lambda: "tritonserver is back" in said.read_text(), 30)
+        assert f"tritonserver (pid {triton}) died: killed by SIGKILL" in said.read_text()
         assert infer_ok(http)
     finally:
         stop = run("stop", f"--pid-file={pid_file}")
@@ -169,3 +176,23 @@ def test_foreground_stops_cleanly_on_sigterm(model_repo, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.slow
+def test_ready_means_the_primary_ensemble_is_ready(model_repo, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(model_repo, repo)
+    (repo / "tiny" / "config.pbtxt").write_text('name: "tiny" platform: "ensemble" {{')
+    args, http = port_args(tmp_path)
+    out = run("--repo", str(repo), *args, "--background")
+    assert out.returncode == 1 and not ready(http)
+    assert "serve: error: primary model tiny is unavailable: " in out.stderr
+
+    named = run("--repo", str(repo), *args, "--primary", CLASSIFIER, "--background")
+    try:
+        assert named.returncode == 0, named.stderr
+        assert f"primary  {CLASSIFIER}" in named.stdout
+        assert "warning: model tiny is unavailable" in named.stdout  # the detached output
+        assert infer_ok(http)
+    finally:
+        run("stop", f"--pid-file={tmp_path / 'server.pid'}")
