@@ -16,14 +16,15 @@ SERVE_REPO ?= model_repository
 SERVE_ARGS ?=
 BENCH_ARGS ?=
 SOAK_MINUTES ?= 10
+NPROC      ?= 2
 PID_FILE   := .serve/server.pid
 
-.PHONY: help setup debs data train optimize serve serve-bg stop infer verify setup-bench bench chaos soak faults demo test test-fast lint format clean
+.PHONY: help setup debs data train train-ddp optimize serve serve-bg stop infer verify setup-bench bench chaos soak faults demo test test-fast lint format clean
 
 help:
 	@echo "make demo   - the whole pipeline on the embedded Fashion-MNIST (setup included)"
 	@echo "make test   - lint + all tests (setup included)"
-	@echo "make setup | data | train | optimize | serve | serve-bg | stop | infer | verify"
+	@echo "make setup | data | train | train-ddp | optimize | serve | serve-bg | stop | infer | verify"
 	@echo "     bench | setup-bench | chaos | soak | faults | lint | format | clean"
 
 setup: debs $(STAMP)
@@ -45,6 +46,11 @@ data: setup
 
 train: data
 	$(PY) -m train --config $(CONFIG) $(ARGS)
+
+# NPROC processes on this machine (gloo on CPU, NCCL where CUDA exists); --standalone picks
+# a free rendezvous port. Several machines: see docs/scale.md.
+train-ddp: data
+	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m train --config $(CONFIG) $(ARGS)
 
 optimize: setup
 	$(PY) -m optimize --run $(RUN) $(ARGS)
