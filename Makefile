@@ -44,12 +44,15 @@ $(STAMP): pyproject.toml requirements.lock
 data: setup
 	$(PY) -m train.fashion_mnist --out data/fashion-mnist $(ARGS)
 
-train: data
+# ARGS are the trainer's: the data step runs without them.
+train: setup
+	@$(MAKE) --no-print-directory data ARGS=
 	$(PY) -m train --config $(CONFIG) $(ARGS)
 
 # NPROC processes on this machine (gloo on CPU, NCCL where CUDA exists); --standalone picks
 # a free rendezvous port. Several machines: see docs/scale.md.
-train-ddp: data
+train-ddp: setup
+	@$(MAKE) --no-print-directory data ARGS=
 	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m train --config $(CONFIG) $(ARGS)
 
 optimize: setup
