@@ -30,7 +30,8 @@ trt_batch_args() {
         log "error: $config has no max_batch_size >= 1"
         return 1
     fi
-    for size in $(sed -nE 's/^[[:space:]]*preferred_batch_size:[[:space:]]*\[([^]]*)\].*/\1/p' \
+    # Both text forms: protobuf's one line a value, and a hand-written "[4, 8]" list.
+    for size in $(sed -nE 's/^[[:space:]]*preferred_batch_size:[[:space:]]*\[?([^]]*)\]?.*/\1/p' \
         "$config" | tr ',' ' '); do
         ((size > opt)) && opt=$size
     done

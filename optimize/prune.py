@@ -3,8 +3,8 @@
 Save format: a pruned model is stored as a plain checkpoint (`pruned.pt`: arch, spec and the
 pruned state_dict, read with `torch.load(weights_only=True)`). The state_dict's tensor shapes
 are the channel plan: `load_pruned` builds the original architecture and shrinks every
-Conv/BatchNorm/Linear to the recorded shapes before loading the weights, so nothing is
-unpickled but tensors (torch-pruning's own `tp.save` pickles whole modules).
+Conv/BatchNorm/Linear (a depthwise conv: its groups too) to the recorded shapes before loading
+the weights, so nothing is unpickled but tensors (torch-pruning's `tp.save` pickles modules).
 """
 
 from __future__ import annotations
@@ -175,9 +175,13 @@ def _shrink(module: nn.Module, prefix: str, state: dict[str, torch.Tensor]) -> N
         else:
             module._buffers[name] = fresh
     if isinstance(module, nn.modules.conv._ConvNd):
-        if module.groups != 1:
-            raise CheckpointError("the channel plan supports only groups=1 convolutions")
-        module.out_channels, module.in_channels = module.weight.shape[:2]
+        depthwise = module.groups > 1 and module.groups == module.in_channels
+        if module.groups != 1 and not depthwise:
+            raise CheckpointError("the channel plan supports plain and depthwise convolutions")
+        module.out_channels = module.weight.shape[0]
+        # A depthwise conv keeps one filter per channel: its channels are its groups.
+        module.in_channels = module.out_channels if depthwise else module.weight.shape[1]
+        module.groups = module.out_channels if depthwise else 1
     elif isinstance(module, nn.modules.batchnorm._BatchNorm):
         module.num_features = module.running_mean.shape[0]
     elif isinstance(module, nn.Linear):

@@ -29,12 +29,24 @@ class FitState:
     history: list[dict] = field(default_factory=list)
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
+    """The head at `lr`; with backbone_lr_scale < 1 the pretrained rest moves more slowly."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.backbone_lr_scale == 1.0:
+        return [{"params": params, "lr": cfg.lr}]
+    head = set(map(id, model.get_classifier().parameters()))
+    return [
+        {"params": [p for p in params if id(p) in head], "lr": cfg.lr},
+        {"params": [p for p in params if id(p) not in head], "lr": cfg.lr * cfg.backbone_lr_scale},
+    ]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(
-        params,
+        groups,
         lr=cfg.lr,
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
@@ -48,8 +60,9 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoc
     if cfg.schedule == "onecycle":
         # OneCycleLR divides by the warm-up length in steps: keep it >= 2 on tiny runs.
         pct = min(max(cfg.warmup_fraction, 2.5 / total), 0.5)
+        peaks = [group["lr"] for group in opt.param_groups]
         return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg.lr, total_steps=max(total, 5), pct_start=pct
+            opt, max_lr=peaks, total_steps=max(total, 5), pct_start=pct
         ), True
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total), True

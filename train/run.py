@@ -6,7 +6,7 @@ import argparse
 import random
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ from train.data import (
 from train.engine import FitState, fit, predict
 from train.metrics import classification_metrics
 from train.models import create_model
+from train.models.pretrained import load_pretrained, weights_for
 from train.plots import plot_confusion, plot_curves
 
 
@@ -51,6 +52,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--name", help="run name: outputs go to runs/<name>/")
     p.add_argument("--arch", help="model architecture (overrides model.arch)")
     p.add_argument("--epochs", type=int, help="overrides optim.epochs")
+    p.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="start from the architecture's packaged ImageNet weights",
+    )
     p.add_argument("--init-from", help="checkpoint or state_dict for transfer learning")
     p.add_argument("--freeze-backbone", action="store_true", help="train only the head")
     p.add_argument("--resume", action="store_true", help="continue runs/<name>/last.pt")
@@ -70,6 +76,8 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     for attr, key in flag_keys.items():
         if getattr(args, attr) is not None:
             overrides.append(f"{key}={getattr(args, attr)}")
+    if args.pretrained:
+        overrides.append("model.pretrained=true")
     if args.freeze_backbone:
         overrides.append("model.freeze_backbone=true")
     if args.resume:
@@ -99,7 +107,10 @@ def build_spec(cfg: TrainConfig, classes: list[str], train_files: list[Path]) ->
         resize_policy=d.resize_policy,
         resize_scale=d.resize_scale,
     )
-    if d.mean is not None and d.std is not None:
+    if cfg.model.pretrained:
+        w = weights_for(cfg.model.arch)
+        mean, std = (w.mean,) * channels, (w.std,) * channels
+    elif d.mean is not None and d.std is not None:
         mean, std = tuple(d.mean), tuple(d.std)
     else:
         print("measuring mean/std on the training split ...")
@@ -107,20 +118,33 @@ def build_spec(cfg: TrainConfig, classes: list[str], train_files: list[Path]) ->
     return ModelSpec(**{**spec.__dict__, "mean": mean, "std": std}).validate()
 
 
-def apply_init(model: nn.Module, cfg: TrainConfig, init_blob: dict | None) -> None:
-    if init_blob is not None:
-        loaded, skipped = load_matching(model, state_dict_of(init_blob))
-        print(
-            f"init-from {cfg.model.init_from}: loaded {len(loaded)} tensors, "
-            f"kept {len(skipped)} fresh" + (f" ({', '.join(skipped[:6])}...)" if skipped else "")
-        )
+def apply_init(model: nn.Module, cfg: TrainConfig, init_blob: dict | None) -> dict | None:
+    """Load the starting weights, if any; returns the record kept in the run's JSON files."""
+    record = None
+    if cfg.model.pretrained:
+        record = load_pretrained(model, cfg.model.arch)
+        what = f"pretrained {record['weights']} ({record['package']})"
+    elif init_blob is not None:
+        loaded, fresh, adapted = load_matching(model, state_dict_of(init_blob))
         if not loaded:
             raise CheckpointError(f"{cfg.model.init_from}: no tensor matches {cfg.model.arch}")
+        record = {"weights": Path(cfg.model.init_from).name, "tensors_loaded": len(loaded),
+                  "tensors_fresh": fresh, "summed_over_rgb": adapted}  # fmt: skip
+        what = f"init-from {cfg.model.init_from}"
+    if record is not None:
+        fresh = record["tensors_fresh"]
+        print(
+            f"{what}: loaded {record['tensors_loaded']} tensors, kept {len(fresh)} fresh"
+            + (f" ({', '.join(fresh[:6])})" if fresh else "")
+            + (f", summed over RGB for gray input: {record['summed_over_rgb']}"
+               if record["summed_over_rgb"] else "")
+        )  # fmt: skip
     if cfg.model.freeze_backbone:
         head = set(map(id, model.get_classifier().parameters()))
         for p in model.parameters():
             p.requires_grad = id(p) in head
         print("backbone frozen: training the classifier head only")
+    return record
 
 
 def make_loss(cfg: TrainConfig, train_labels: list[int], num_classes: int) -> nn.Module:
@@ -201,7 +225,9 @@ def run(cfg: TrainConfig) -> dict:
         state, opt_state = FitState(**resume_blob["fit_state"]), resume_blob["opt_state"]
         print(f"resuming {out} after epoch {state.epoch}")
     else:
-        apply_init(model, cfg, init_blob)
+        init = apply_init(model, cfg, init_blob)
+        if init is not None:
+            spec = replace(spec, extra={**spec.extra, "init": init})
 
     workers, n_cls = cfg.data.workers, spec.num_classes
     loaders = {
@@ -230,7 +256,8 @@ def run(cfg: TrainConfig) -> dict:
     metrics = evaluate_run(cfg, spec, model, loaders)
     metrics.update(train_seconds=round(train_seconds, 2), epochs_run=state.epoch,
                    best_epoch=state.best_epoch, history=state.history,
-                   skipped_files=len(skipped), world_size=distributed.world_size())  # fmt: skip
+                   skipped_files=len(skipped), init=spec.extra.get("init"),
+                   world_size=distributed.world_size())  # fmt: skip
     if distributed.is_main():
         write_reports(out, cfg, spec, metrics)
     return metrics
