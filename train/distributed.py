@@ -93,7 +93,7 @@ def wrap(model: nn.Module) -> nn.Module:
 
 
 class WeightedDistributedSampler(Sampler[int]):
-    """WeightedRandomSampler over all ranks: one draw a epoch from a generator seeded alike on
+    """WeightedRandomSampler over all ranks: one draw per epoch from a generator seeded alike on
     every rank, then rank r takes every N-th index from r, as DistributedSampler does."""
 
     def __init__(self, weights, num_samples: int, num_replicas: int, rank: int, seed: int):
@@ -139,7 +139,7 @@ def sampler(n: int, *, train: bool, seed: int, weights=None) -> Sampler:
 
 
 def set_epoch(loader: DataLoader, epoch: int) -> None:
-    """Distributed samplers reshuffle a epoch only when told which epoch it is."""
+    """Distributed samplers reshuffle per epoch only when told which epoch it is."""
     if hasattr(loader.sampler, "set_epoch"):
         loader.sampler.set_epoch(epoch)
 
