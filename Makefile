@@ -17,15 +17,16 @@ SERVE_REPO ?= model_repository
 SERVE_ARGS ?=
 BENCH_ARGS ?=
 SOAK_MINUTES ?= 10
+NPROC      ?= 2
 PID_FILE   := .serve/server.pid
 
-.PHONY: help setup debs data data-photo train optimize serve serve-bg stop infer verify setup-bench bench chaos soak faults demo demo-photo demo-run test test-fast lint format clean
+.PHONY: help setup debs data data-photo train train-ddp optimize serve serve-bg stop infer verify setup-bench bench chaos soak faults demo demo-photo demo-run test test-fast lint format clean
 
 help:
 	@echo "make demo   - the whole pipeline on the embedded Fashion-MNIST (setup included)"
 	@echo "make demo-photo - the same with EfficientNet-Lite0 (ImageNet weights) on 224 px JPEGs"
 	@echo "make test   - lint + all tests (setup included)"
-	@echo "make setup | data | data-photo | train | optimize | serve | serve-bg | stop | infer | verify"
+	@echo "make setup | data | data-photo | train | train-ddp | optimize | serve | serve-bg | stop | infer | verify"
 	@echo "     bench | setup-bench | chaos | soak | faults | lint | format | clean"
 
 setup: debs $(STAMP)
@@ -49,8 +50,16 @@ data: setup
 data-photo: setup
 	$(PY) -m train.fashion_photo --out data/fashion-photo $(ARGS)
 
-train: data
+# ARGS are the trainer's: the data step runs without them.
+train: setup
+	@$(MAKE) --no-print-directory data ARGS=
 	$(PY) -m train --config $(CONFIG) $(ARGS)
+
+# NPROC processes on this machine (gloo on CPU, NCCL where CUDA exists); --standalone picks
+# a free rendezvous port. Several machines: see docs/scale.md.
+train-ddp: setup
+	@$(MAKE) --no-print-directory data ARGS=
+	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m train --config $(CONFIG) $(ARGS)
 
 optimize: setup
 	$(PY) -m optimize --run $(RUN) --config $(OPTIMIZE_CONFIG) $(ARGS)

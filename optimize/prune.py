@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from contract import ModelSpec
 from optimize.config import FinetuneConfig, PruneConfig
+from train import distributed
 from train.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from train.config import OptimConfig
 from train.data import ImageDataset, make_loader
@@ -121,8 +122,8 @@ def finetune(
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
     )
-    train_loader = make_loader(train, cfg.batch_size, True, 0, seed)
-    val_loader = make_loader(val, 256, False, 0, seed)
+    train_loader = make_loader(train, cfg.batch_size, True, 0, seed, shard=True)
+    val_loader = make_loader(val, 256, False, 0, seed, shard=True)
     best: dict = {}
 
     def keep_best(state, is_best: bool, _blob: dict) -> None:
@@ -137,6 +138,7 @@ def finetune(
         "best_epoch": state.best_epoch,
         "best_val_top1": round(state.best_score, 4),
         "train_images": len(train),
+        "world_size": distributed.world_size(),
         "seconds": round(time.perf_counter() - start, 1),
         "history": state.history,
     }

@@ -11,6 +11,7 @@ import contextlib
 import copy
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from optimize.report import print_summary, write_reports
 from optimize.repository import RepoModel, write_repository
 from optimize.tensorrt import try_build
 from optimize.variants import Variant, best_cpu, gate, int8_name, rows
+from train import distributed
 from train.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
 from train.config import TrainConfig
 
@@ -44,7 +46,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m optimize",
         description="Prune, quantize and package a trained run as a Triton model repository.",
     )
-    p.add_argument("--run", required=True, type=Path, help="run folder of the train stage")
+    # --run-dir: under torchrun, whose own parser reads `--run` as its ambiguous `--run-path`.
+    p.add_argument(
+        "--run", "--run-dir", required=True, type=Path, help="run folder of the train stage"
+    )
     p.add_argument("--config", default="configs/optimize.yaml", help="YAML config file")
     p.add_argument("overrides", nargs="*", help="config overrides as key.sub=value")
     return p.parse_args(argv)
@@ -184,6 +189,11 @@ def run(run_dir: Path, cfg: OptimizeConfig) -> dict:
             f"  train subset {len(data.train)}, calibration {len(data.calibration)}, "
             f"selection {len(data.selection.y)}, test {len(data.test.y)}"
         )
+    if not distributed.is_main():  # under torchrun, ranks > 0 only share the fine-tune
+        if cfg.prune.enabled:
+            with tempfile.TemporaryDirectory() as scratch:
+                prune_and_finetune(model, spec, data, cfg, Path(scratch))
+        return {}
     with staged_dir(run_dir / "optimize") as work:
         with step(seconds, "export", 2, f"exporting FP32 ONNX (opset {cfg.export.opset})"):
             models = {"fp32": model}
@@ -243,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
+        distributed.init()  # `torchrun -m optimize`: the fine-tune runs on every process
         args = parse_args(argv)
         cfg = load_config(OptimizeConfig, args.config, args.overrides).validate()
         run(args.run, cfg)
@@ -253,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: the previous outputs are untouched", file=sys.stderr)
         return 130
     finally:
+        distributed.shutdown()
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
     return 0

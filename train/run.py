@@ -16,6 +16,7 @@ from torch import nn
 from contract import ModelSpec, SpecError, load_spec, save_spec
 from contract.atomic import atomic_write_json
 from contract.config import ConfigError, load_config, to_dict
+from train import distributed
 from train.checkpoint import (
     CheckpointError,
     load_matching,
@@ -194,6 +195,8 @@ def checkpoint_writer(out: Path, model: nn.Module, cfg: TrainConfig, spec: Model
     base = {"arch": spec.arch, "config": to_dict(cfg), "spec": spec.to_dict()}
 
     def on_epoch_end(state: FitState, is_best: bool, opt_state: dict) -> None:
+        if not distributed.is_main():
+            return
         weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if is_best:
             best = {**base, "state_dict": weights, "epoch": state.epoch}
@@ -229,12 +232,13 @@ def run(cfg: TrainConfig) -> dict:
     workers, n_cls = cfg.data.workers, spec.num_classes
     loaders = {
         "train": make_loader(datasets["train"], cfg.optim.batch_size, True, workers, cfg.seed,
-                             cfg.imbalance.weighted_sampler, n_cls),
-        "val": make_loader(datasets["val"], 256, False, workers, cfg.seed),
-        "test": make_loader(datasets["test"], 256, False, workers, cfg.seed),
+                             cfg.imbalance.weighted_sampler, n_cls, shard=True),
+        "val": make_loader(datasets["val"], 256, False, workers, cfg.seed, shard=True),
+        "test": make_loader(datasets["test"], 256, False, workers, cfg.seed, shard=True),
     }  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    save_spec(spec, out / "model_spec.json")
+    if distributed.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        save_spec(spec, out / "model_spec.json")
     print(f"training {cfg.optim.epochs} epochs, batch {cfg.optim.batch_size}, "
           f"{torch.get_num_threads()} threads")  # fmt: skip
     start = time.perf_counter()
@@ -247,12 +251,15 @@ def run(cfg: TrainConfig) -> dict:
     train_seconds = time.perf_counter() - start
     if resume_blob is not None:
         train_seconds += sum(h["seconds"] for h in resume_blob["fit_state"]["history"])
+    distributed.barrier()  # rank 0 has written checkpoint.pt
     model.load_state_dict(read_checkpoint(out / "checkpoint.pt")["state_dict"])
     metrics = evaluate_run(cfg, spec, model, loaders)
     metrics.update(train_seconds=round(train_seconds, 2), epochs_run=state.epoch,
                    best_epoch=state.best_epoch, history=state.history,
-                   skipped_files=len(skipped), init=spec.extra.get("init"))  # fmt: skip
-    write_reports(out, cfg, spec, metrics)
+                   skipped_files=len(skipped), init=spec.extra.get("init"),
+                   world_size=distributed.world_size())  # fmt: skip
+    if distributed.is_main():
+        write_reports(out, cfg, spec, metrics)
     return metrics
 
 
@@ -284,6 +291,7 @@ def write_reports(out: Path, cfg: TrainConfig, spec: ModelSpec, metrics: dict) -
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        distributed.init()  # under torchrun; one process: nothing
         run(build_config(parse_args(argv)))
     except (ConfigError, DataError, SpecError, CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -292,4 +300,6 @@ def main(argv: list[str] | None = None) -> int:
         msg = "interrupted: checkpoint.pt holds the best epoch so far; --resume continues"
         print(msg, file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()
     return 0
