@@ -115,7 +115,9 @@ def test_gate_refuses_large_drops_and_keeps_one_tensorrt_model(tiny_spec):
 def test_end_to_end_on_the_tiny_run(run_copy, tmp_path, tiny_spec, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the CPU host's path anywhere
     repo = tmp_path / "repo"
-    (repo / "stale_model").mkdir(parents=True)  # replaced whole, not merged into
+    (repo / "other_model").mkdir(parents=True)  # another run's: kept
+    (repo / f"{tiny_spec.name}_stale").mkdir()  # this run's, no longer deployed: removed
+    shutil.copy(run_copy / "model_spec.json", repo / f"{tiny_spec.name}_stale")
     args = ["--run", str(run_copy), "--config", str(CONFIG), f"repository.path={repo}", *FAST]
     assert main(args) == 0
     report = json.loads((run_copy / "optimize_report.json").read_text())
@@ -141,8 +143,8 @@ def test_end_to_end_on_the_tiny_run(run_copy, tmp_path, tiny_spec, monkeypatch):
     n = tiny_spec.name
     deployed = {v["triton_model"] for v in rows.values() if v["deployed"]}
     models = {p.name for p in repo.iterdir()}
-    assert models == deployed | {n, f"{n}_preprocess"}  # stale_model is gone
-    assert set(report["repository"]["models"]) == models
+    assert models == deployed | {n, f"{n}_preprocess", "other_model"}  # n_stale is gone
+    assert set(report["repository"]["models"]) == models - {"other_model"}
     for v in rows.values():
         if v["deployed"] and v["target"] == "cpu":
             assert (repo / v["triton_model"] / "1" / "model.onnx").stat().st_size == v["size_bytes"]
