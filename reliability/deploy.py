@@ -15,6 +15,7 @@ from pathlib import Path
 
 from contract import ModelSpec, SpecError, load_spec
 from reliability.errors import ReliabilityError
+from serve.replicas import Replicas, replicas
 from serve.repository import RepositoryError, add_preprocess_and_ensemble, read_config
 from serve.server import TritonServer, free_ports
 from serve.supervisor import DEFAULT_RESTARTS, RestartPolicy
@@ -134,3 +135,21 @@ def server(
         watchdog=watchdog,
         restarts=restarts,
     )
+
+
+@contextlib.contextmanager
+def running_replicas(
+    repo: Path, work: Path, n: int, stop_timeout: float = 20.0
+) -> Iterator[Replicas]:
+    """`n` replicas (each with its watchdog and supervisor) on fresh loopback ports."""
+    group = replicas(
+        repo,
+        n,
+        log_file=work / "server.log",
+        admin_key=secrets.token_urlsafe(18),
+        backend_dir=work / "backends",
+    ).start()
+    try:
+        yield group
+    finally:
+        group.stop(stop_timeout)

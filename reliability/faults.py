@@ -1,6 +1,6 @@
-"""Faults under load: a killed Python stub, tritonserver dying, a server restart, an interrupted
-`optimize`, corrupt model files. Each runs on its own server and copy of the deployment, with a
-bounded load.
+"""Faults under load: a killed Python stub, tritonserver dying, one of two replicas lost, a
+server restart, an interrupted `optimize`, corrupt model files. Each runs on its own server (or
+replicas) and copy of the deployment, with a bounded load.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import tritonclient.http as http
 from tritonclient.utils import InferenceServerException
 
 from client.connection import Policy, Triton, describe
-from reliability.deploy import Deployment, find, running
+from reliability.deploy import Deployment, find, running, running_replicas
 from reliability.errors import ReliabilityError
 from reliability.load import Load, summary
 from reliability.reference import Probe
@@ -232,6 +232,45 @@ def server_abort(setup: Setup) -> Result:
     return _result("abort tritonserver (supervisor)", load, t_fault, back, note, done)
 
 
+def _answered(triton: TritonServer) -> int:
+    """Requests the server's models have answered since it started (its statistics)."""
+    stats = _call(triton, "get_inference_statistics")["model_stats"]
+    return sum(int(m["inference_count"]) for m in stats)
+
+
+def replica_kill(setup: Setup) -> Result:
+    """One of two replicas killed under load (SIGKILL): the client goes on with the other, the
+    replica's supervisor starts it again, and the client takes it back once it is ready."""
+    work = setup.work / "replicas"
+    repo = shutil.copytree(setup.deployment.repo, work / "model_repository")
+    with (
+        running_replicas(repo, work, 2, stop_timeout=STOP_S) as group,
+        _load(group, setup) as load,
+    ):
+        victim = group.servers[1]
+        time.sleep(WARMUP_S)
+        t_fault = time.monotonic()
+        os.kill(victim.process.pid, signal.SIGKILL)
+        restarted = _wait(lambda: _recovered(victim, 0) is not None, RECOVERY_CAP_S)
+        # A new process counts from 0: anything it answers, the client sent after taking it back.
+        taken_back = restarted and _wait(lambda: _answered(victim) > 0, RECOVERY_CAP_S)
+        time.sleep(SETTLE_S)
+        done = _done_at(victim)
+        restart = victim.supervisor.restarts[-1] if victim.supervisor.restarts else None
+    if taken_back:
+        note = (
+            f"replica 1 back {restart.ready_seconds:.2f}s after it died (its supervisor), "
+            "served again once the client saw it ready; replica 0 carried the load meanwhile"
+        )
+    elif restarted:
+        note = "replica 1 restarted, but the client never sent to it again"
+    else:
+        note = f"replica 1 not back after {RECOVERY_CAP_S:.0f}s: {_failures(victim)}"
+    return _result(
+        "kill 1 of 2 replicas (client fails over)", load, t_fault, taken_back, note, done
+    )
+
+
 def server_restart(setup: Setup) -> Result:
     with serving(setup, "restart") as (triton, _), _load(triton, setup) as load:
         time.sleep(WARMUP_S)
@@ -412,6 +451,7 @@ FAULTS: dict[str, Callable[[Setup], Result]] = {
     "stub-preprocess": lambda setup: stub_kill(setup, setup.deployment.preprocess),
     "stub-classifier": lambda setup: stub_kill(setup, setup.deployment.classifier),
     "server-abort": server_abort,
+    "replica-kill": replica_kill,
     "restart": server_restart,
     "optimize-sigterm": lambda setup: optimize_fault(setup, "sigterm"),
     "optimize-exception": lambda setup: optimize_fault(setup, "exception"),

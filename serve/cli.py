@@ -13,6 +13,7 @@ from pathlib import Path
 from contract.atomic import atomic_write_text
 from serve.errors import ServerError
 from serve.install import STATE_DIR
+from serve.replicas import PORT_STRIDE, Replicas, consecutive_ports, replicas
 from serve.server import (
     ADMIN_HEADER,
     ADMIN_KEY_ENV,
@@ -51,6 +52,9 @@ admin APIs, each with its own key (8+ characters of A-Z a-z 0-9 . _ ~ -):
 restarts: a tritonserver that dies is started again (the pause doubles from 0.5 s), at most
   --max-restarts times within 10 minutes; then serve gives up and exits 1.
 
+replicas: --replicas N starts N servers over the same repository on consecutive ports (the
+  local stand-in for N pods); clients spread over them: client/infer.py --url A,B,...
+
 stop a background server:  python -m serve stop [--pid-file {PID_FILE}]
 """
 
@@ -68,6 +72,13 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument("--metrics-port", type=int, default=8002)
     p.add_argument("--models", help="comma-separated model names (default: all in --repo)")
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="tritonserver processes, each with its own watchdog and supervisor; replica i "
+        f"listens on each port + {PORT_STRIDE}*i (default: %(default)s)",
+    )
     p.add_argument(
         "--primary",
         default=os.environ.get(PRIMARY_ENV),
@@ -113,17 +124,27 @@ def _admin(server: TritonServer) -> str:
     return f"{control}; shared memory {shm}"
 
 
-def _announce(server: TritonServer, elapsed: float) -> None:
-    primary = ", ".join(server.primary) or "none (no ensemble)"
-    print(f"serve: ready in {elapsed:.1f}s, models: {', '.join(server.ready_models)}")
-    for model, reason in server.unavailable.items():
-        print(f"serve: warning: model {model} is unavailable: {reason}", file=sys.stderr)
-    print(f"  primary  {primary}")
-    print(f"  HTTP     http://{server.http_url}")
-    print(f"  gRPC     {server.grpc_url}")
-    print(f"  metrics  {server.metrics_url}")
-    print(f"  admin    {_admin(server)}")
-    print(f"  log      {server.log_file}", flush=True)
+def _announce(group: Replicas, elapsed: float) -> None:
+    first = group.servers[0]
+    replicas = f", {len(group.servers)} replicas" if len(group.servers) > 1 else ""
+    print(f"serve: ready in {elapsed:.1f}s{replicas}, models: {', '.join(first.ready_models)}")
+    for server in group.servers:
+        for model, reason in server.unavailable.items():
+            print(
+                f"serve: warning: {server.label}model {model} is unavailable: {reason}",
+                file=sys.stderr,
+            )
+    print(f"  primary  {', '.join(first.primary) or 'none (no ensemble)'}")
+    for server in group.servers:
+        if server.name:
+            print(f"  {server.name}")
+        print(f"  HTTP     http://{server.http_url}")
+        print(f"  gRPC     {server.grpc_url}")
+        print(f"  metrics  {server.metrics_url}")
+        print(f"  log      {server.log_file}")
+    if len(group.servers) > 1:
+        print(f"  client   python client/infer.py --url {group.http_url} IMAGE ...")
+    print(f"  admin    {_admin(first)}", flush=True)
 
 
 def _interrupt(signum, frame):
@@ -138,40 +159,50 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
             file=sys.stderr,
         )
     check_pid_file(args.pid_file)
+    _ports(args)  # bad --replicas or clashing ports: said here, not by a detached child
     if args.background:
         return _detach(args, argv)
-    server = TritonServer(
-        args.repo,
-        args.host,
-        args.http_port,
-        args.grpc_port,
-        args.metrics_port,
-        _names(args.models),
-        primary=_names(args.primary),
-        restrict_admin=not args.allow_model_control,
-        log_file=args.log_file,
-        ready_timeout=args.ready_timeout,
-        restarts=RestartPolicy(max_restarts=args.max_restarts) if args.max_restarts else None,
-    )
+    group = _replicas(args)
     signal.signal(signal.SIGTERM, _interrupt)
     t0 = time.monotonic()
     try:
-        server.start()
+        group.start()
     except KeyboardInterrupt:
         return 130
     try:
         atomic_write_text(args.pid_file, f"{os.getpid()}\n")
-        _announce(server, time.monotonic() - t0)
+        _announce(group, time.monotonic() - t0)
         print("serve: running until Ctrl-C or `python -m serve stop`", flush=True)
-        server.wait()  # returns or raises only once the server is down for good
+        group.wait()  # returns or raises only once every replica is down for good
     except KeyboardInterrupt:
         print("serve: stopping", flush=True)
         return 0
     finally:
-        server.stop()
+        group.stop()
         if server_pid(args.pid_file) == os.getpid():
             args.pid_file.unlink()
     return 1
+
+
+def _ports(args: argparse.Namespace) -> list[dict[str, int]]:
+    if args.replicas < 1:
+        raise ServerError(f"--replicas must be >= 1, got {args.replicas}")
+    return consecutive_ports(args.http_port, args.grpc_port, args.metrics_port, args.replicas)
+
+
+def _replicas(args: argparse.Namespace) -> Replicas:
+    return replicas(
+        args.repo,
+        args.replicas,
+        _ports(args),
+        log_file=args.log_file,
+        host=args.host,
+        models=_names(args.models),
+        primary=_names(args.primary),
+        restrict_admin=not args.allow_model_control,
+        ready_timeout=args.ready_timeout,
+        restarts=RestartPolicy(max_restarts=args.max_restarts) if args.max_restarts else None,
+    )
 
 
 def _names(text: str | None) -> list[str] | None:

@@ -78,6 +78,11 @@ def test_client_never_imports_torch_or_onnxruntime(images):
         (["x.png", "--top-k", "0"], "argument --top-k: must be > 0"),
         (["x.png", "--batch-size", "two"], "argument --batch-size: invalid int value"),
         (["x.png", "--url", "http://127.0.0.1:8000"], "--url takes host:port"),
+        (["x.png", "--url", "127.0.0.1:8000,"], "--url takes host:port (or A,B,..."),
+        (
+            ["x.png", "--url", "a:1,b:2", "--send", "tensor", "--shared-memory"],
+            "--shared-memory needs one server",
+        ),
         (["x.png", "--send", "pixels"], "argument --send: invalid choice"),
         (["x.png", "--spec", "s.json"], "--spec applies to --send tensor only"),
         ([], "the following arguments are required: IMAGE_OR_DIR"),

@@ -41,6 +41,13 @@ def test_tritonserver_abort_under_load_is_restarted_without_losing_requests(setu
     assert result.requests > 100 and result.failed == 0 and result.retried > 0
 
 
+def test_one_of_two_replicas_killed_under_load_loses_nothing(setup):
+    result = faults.FAULTS["replica-kill"](setup)
+    assert result.passed, result.note
+    assert "served again once the client saw it ready" in result.note
+    assert result.requests > 100 and result.failed == 0
+
+
 def test_server_restart_under_load_loses_nothing_with_retries(setup):
     result = faults.FAULTS["restart"](setup)
     assert result.passed, result.note

@@ -196,3 +196,41 @@ def test_ready_means_the_primary_ensemble_is_ready(model_repo, tmp_path):
         assert infer_ok(http)
     finally:
         run("stop", f"--pid-file={tmp_path / 'server.pid'}")
+
+
+def consecutive_free_ports(n: int) -> int:
+    """A first port with the `n - 1` after it free too (others may take them before us)."""
+    for _ in range(50):
+        base = free_ports(1)[0]
+        if base + n < 65536 and not any(port_taken("127.0.0.1", base + i) for i in range(n)):
+            return base
+    raise AssertionError(f"no {n} consecutive free ports")
+
+
+def test_replicas_whose_ports_would_clash_are_one_line(tmp_path):
+    write_classifier(tmp_path)
+    out = run("--repo", str(tmp_path), "--replicas", "2", "--http-port=9000", "--grpc-port=9003",
+              f"--pid-file={tmp_path / 'server.pid'}", "--background")  # fmt: skip
+    assert out.returncode == 1 and len(out.stderr.splitlines()) == 1
+    assert "would share port 9003" in out.stderr
+    zero = run("--repo", str(tmp_path), "--replicas", "0", f"--pid-file={tmp_path / 'p.pid'}")
+    assert zero.returncode == 1 and "--replicas must be >= 1, got 0" in zero.stderr
+
+
+@pytest.mark.slow
+def test_two_replicas_in_the_background_then_stop(model_repo, tmp_path):
+    base = consecutive_free_ports(6)
+    pid_file = tmp_path / "server.pid"
+    args = ["--repo", str(model_repo), "--replicas", "2", f"--http-port={base}",
+            f"--grpc-port={base + 1}", f"--metrics-port={base + 2}", f"--pid-file={pid_file}",
+            f"--log-file={tmp_path / 'server.log'}", "--background"]  # fmt: skip
+    out = run(*args)
+    try:
+        assert out.returncode == 0, out.stderr
+        assert f"--url 127.0.0.1:{base},127.0.0.1:{base + 3}" in out.stdout
+        assert ready(base) and ready(base + 3) and infer_ok(base) and infer_ok(base + 3)
+        serve_pid = int(pid_file.read_text())
+        assert len(children(serve_pid)) == 2  # two tritonservers under one serve process
+    finally:
+        stop = run("stop", f"--pid-file={pid_file}")
+    assert stop.returncode == 0 and not ready(base) and not ready(base + 3)
