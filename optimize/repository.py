@@ -40,8 +40,9 @@ def model_config(model: RepoModel, spec: ModelSpec, cfg: RepositoryConfig) -> mc
         max_batch_size=cfg.max_batch_size,
         input=[{"name": spec.input_name, "data_type": mc.TYPE_FP32,
                 "dims": [spec.channels, spec.height, spec.width]}],
-        output=[{"name": spec.output_name, "data_type": mc.TYPE_FP32,
-                 "dims": [spec.num_classes], "label_filename": "labels.txt"}],
+        output=[{"name": name, "data_type": mc.TYPE_FP32, "dims": [spec.num_classes],
+                 "label_filename": "labels.txt"}
+                for name in (spec.output_name, spec.probabilities_name)],
         dynamic_batching={"preferred_batch_size": cfg.preferred_batch_size,
                           "max_queue_delay_microseconds": cfg.max_queue_delay_microseconds},
         instance_group=[{"count": cfg.instances, "kind": gpu if model.tensorrt else cpu}],

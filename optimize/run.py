@@ -27,7 +27,7 @@ from optimize import prune as pruning
 from optimize.config import OptimizeConfig, OptimizeError
 from optimize.data import OptimizeData, load_data
 from optimize.evaluate import accuracy, benchmark, session
-from optimize.export import export_onnx, parity
+from optimize.export import add_probabilities, export_onnx, parity
 from optimize.fallback import layer_precisions
 from optimize.quantize import Calibration, preprocess, quantize_best
 from optimize.report import print_summary, write_reports
@@ -71,9 +71,11 @@ def load_run(run_dir: Path) -> tuple[ModelSpec, nn.Module, TrainConfig]:
     spec = load_spec(run_dir / "model_spec.json")
     blob = read_checkpoint(run_dir / "checkpoint.pt")
     recorded, current = blob.get("spec"), spec.to_dict()
-    if isinstance(recorded, dict) and recorded != current:
-        keys = sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
-        raise OptimizeError(f"model_spec.json does not match the checkpoint (differs in {keys})")
+    if isinstance(recorded, dict):  # compared with defaults filled in: specs gain keys
+        recorded = {**current, **recorded}
+        keys = sorted(k for k in current if recorded.get(k) != current.get(k))
+        if keys:
+            raise OptimizeError(f"model_spec.json does not match the checkpoint (differs: {keys})")
     model = model_from_checkpoint(blob, spec)
     try:
         train_cfg = from_dict(TrainConfig, blob["config"])
@@ -123,7 +125,7 @@ def quantize_variants(models: dict, work: Path, data: OptimizeData, spec, cfg: O
             out = work / f"model_{name}.onnx"
             choices[name] = quantize_best(
                 cal, out, target, data.selection, fp32_val["top1"], cfg.max_accuracy_drop,
-                cfg.quantize, cfg.threads,
+                cfg.quantize, cfg.threads, cfg.bench.threads,
             )  # fmt: skip
             variants.append(Variant(name, target, "int8", source == "pruned", out))
         for leftover in [cal.pre, *work.glob(f"{cal.pre.stem}.*.calibration.json")]:
@@ -207,6 +209,8 @@ def run(run_dir: Path, cfg: OptimizeConfig) -> dict:
                 diffs["pruned"] = export_checked(models["pruned"], spec, path, data, cfg)
         with step(seconds, "quantize", 4, f"INT8 quantization for {cfg.quantize.targets}"):
             variants, calibration = quantize_variants(models, work, data, spec, cfg)
+            for v in variants:
+                add_probabilities(v.path, spec)
         with step(seconds, "evaluate", 5, f"evaluating on {len(data.test.y)} test images"):
             results = evaluate_variants(variants, data, cfg.threads)
             gate(variants, results, cfg.max_accuracy_drop, spec)

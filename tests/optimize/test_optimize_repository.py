@@ -29,11 +29,12 @@ def test_configs_parse_with_tritons_protobuf_and_match_the_spec(tiny_onnx, tiny_
         config = _parse(repo / name / "config.pbtxt")
         assert config.name == name and config.max_batch_size == 16
         (inp,) = config.input
-        (out,) = config.output
+        logits, probs = config.output
         assert inp.name == tiny_spec.input_name and inp.data_type == model_config_pb2.TYPE_FP32
         assert list(inp.dims) == [tiny_spec.channels, tiny_spec.height, tiny_spec.width]
-        assert out.name == tiny_spec.output_name and list(out.dims) == [tiny_spec.num_classes]
-        assert out.label_filename == "labels.txt"
+        assert (logits.name, probs.name) == (tiny_spec.output_name, tiny_spec.probabilities_name)
+        for out in (logits, probs):
+            assert list(out.dims) == [tiny_spec.num_classes] and out.label_filename == "labels.txt"
         labels = (repo / name / "labels.txt").read_text().splitlines()
         assert labels == list(tiny_spec.labels)
         assert list(config.dynamic_batching.preferred_batch_size) == [4, 8]
