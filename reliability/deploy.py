@@ -67,13 +67,13 @@ def copy_from(source: Path, dest: Path) -> Deployment:
 def build_from_run(run: Path, dest: Path) -> Deployment:
     """Export a train run's checkpoint as `<name>_fp32` and add the serve stage's ensemble."""
     from optimize.config import RepositoryConfig
-    from optimize.export import export_onnx
+    from optimize.export import add_probabilities, export_onnx
     from optimize.repository import RepoModel, write_model
     from train.checkpoint import model_from_checkpoint, read_checkpoint
 
     spec = load_spec(run)
     model = model_from_checkpoint(read_checkpoint(run / "checkpoint.pt"), spec)
-    onnx = export_onnx(model, spec, dest / f".{spec.name}.onnx", opset=17)
+    onnx = add_probabilities(export_onnx(model, spec, dest / f".{spec.name}.onnx", 17), spec)
     cfg = RepositoryConfig()
     classifier = f"{spec.name}_fp32"
     write_model(dest, RepoModel(classifier, onnx), spec, cfg)

@@ -45,7 +45,6 @@ GRPC_SHM_HEADER = f"{GRPC_PREFIX}{SHM_HEADER}"
 MODEL_CONTROL_APIS = ("model-repository",)
 OPERATOR_APIS = ("trace", "logging")  # with the operator's admin key only
 SHM_APIS = ("shared-memory",)
-RESTRICTED_APIS = (*MODEL_CONTROL_APIS, *SHM_APIS, *OPERATOR_APIS)
 # Triton 2.51 takes restriction keys only on its command line, which every local user can read
 # (`ps`), and has no switch to turn one API off. An API nobody needs is therefore guarded by a
 # header name no request can carry: HTTP/1.1 ends a header line at the CR (the server drops
