@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 TARGETS = ("cpu", "tensorrt")
+ENGINES = ("onnxruntime", "openvino")  # the CPU engines optimize measures and deploys on
 IMPORTANCES = ("magnitude", "taylor", "lamp", "fpgm", "bn_scale", "random")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
@@ -95,6 +96,9 @@ class RepositoryConfig:
     instances: int = 2
     intra_op_threads: int = 1  # per Triton model instance (onnxruntime backend parameters)
     inter_op_threads: int = 1
+    # The CPU backends the serving host has: each variant deploys on the fastest of these
+    # that passes the gate (both are always measured and reported).
+    engines: list[str] = field(default_factory=lambda: list(ENGINES))
 
 
 @dataclass
@@ -153,6 +157,10 @@ class OptimizeConfig:
                 "repository.preferred_batch_size must lie in 1..max_batch_size",
             ),
             (r.instances >= 1, "repository.instances must be >= 1"),
+            (
+                bool(r.engines) and set(r.engines) <= set(ENGINES),
+                f"repository.engines must be a non-empty subset of {list(ENGINES)}",
+            ),
             (self.bench.rounds >= 1 and self.bench.seconds > 0, "bench needs rounds and seconds"),
         ]
         for ok, message in checks:

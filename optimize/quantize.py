@@ -32,7 +32,7 @@ from onnxruntime.quantization import (
 from optimize import fallback
 from optimize.config import BenchConfig, QuantizeConfig
 from optimize.data import Arrays
-from optimize.evaluate import accuracy, benchmark, session
+from optimize.evaluate import accuracy, benchmark, runner
 
 METHODS = {
     "minmax": CalibrationMethod.MinMax,
@@ -171,7 +171,7 @@ def quantize_best(
         candidate = out.with_name(f"{out.stem}.{method}{out.suffix}")
         start = time.perf_counter()
         quantize(cal, candidate, target, method, cfg)
-        top1 = accuracy(session(candidate, threads), selection.x, selection.y)["top1"]
+        top1 = accuracy(runner(candidate, threads), selection.x, selection.y)["top1"]
         tried[method] = {
             "val_top1": round(top1, 4),
             "seconds": round(time.perf_counter() - start, 1),
@@ -222,8 +222,8 @@ def layer_fallback(
         stem,
     )  # fmt: skip
     paths = {"0": out, **{str(k): work / s["file"] for k, s in enumerate(record["steps"]) if k}}
-    timing = benchmark(paths, selection.x, BenchConfig(threads=threads[1], rounds=2, seconds=0.2,
-                                                       warmup=3))  # fmt: skip
+    runners = {k: runner(p, threads[1]) for k, p in paths.items()}
+    timing = benchmark(runners, selection.x, BenchConfig(rounds=2, seconds=0.2, warmup=3))
     for k, step in enumerate(record["steps"]):
         step["throughput_bs8"] = timing[str(k)]["throughput_bs8"]
     if record.pop("path") is not None:

@@ -111,3 +111,15 @@ def test_a_second_run_keeps_the_first_runs_models(tiny_onnx, tiny_spec, tmp_path
     again = write_repository(repo, [RepoModel(f"{tiny_spec.name}_int8", tiny_onnx)], tiny_spec,
                              RepositoryConfig(), None)  # fmt: skip
     assert sorted(p.name for p in repo.iterdir()) == sorted([*again, *second, "operators_own"])
+
+
+def test_an_openvino_variant_gets_the_native_backends_config(tiny_onnx, tiny_spec, tmp_path):
+    repo = tmp_path / "repo"
+    model = RepoModel(f"{tiny_spec.name}_int8", tiny_onnx, engine="openvino")
+    write_repository(repo, [model], tiny_spec, RepositoryConfig(intra_op_threads=2), None)
+    config = _parse(repo / model.name / "config.pbtxt")
+    assert config.backend == "openvino" and config.default_model_filename == "model.onnx"
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    assert params == {"INFERENCE_NUM_THREADS": "2", "NUM_STREAMS": "1",
+                      "PERFORMANCE_HINT": "LATENCY"}  # fmt: skip
+    assert (repo / model.name / "1" / "model.onnx").read_bytes() == tiny_onnx.read_bytes()

@@ -184,12 +184,12 @@ def test_ready_means_the_primary_ensemble_is_ready(model_repo, tmp_path):
     shutil.copytree(model_repo, repo)
     (repo / "tiny" / "config.pbtxt").write_text('name: "tiny" platform: "ensemble" {{')
     args, http = port_args(tmp_path)
-    out = run("--repo", str(repo), *args, "--background")
-    assert out.returncode == 1 and not ready(http)
-    assert "serve: error: primary model tiny is unavailable: " in out.stderr
+    try:  # a server that starts when it should not must not outlive the test either
+        out = run("--repo", str(repo), *args, "--background")
+        assert out.returncode == 1 and not ready(http)
+        assert "serve: error: primary model tiny is unavailable: " in out.stderr
 
-    named = run("--repo", str(repo), *args, "--primary", CLASSIFIER, "--background")
-    try:
+        named = run("--repo", str(repo), *args, "--primary", CLASSIFIER, "--background")
         assert named.returncode == 0, named.stderr
         assert f"primary  {CLASSIFIER}" in named.stdout
         assert "warning: model tiny is unavailable" in named.stdout  # the detached output
@@ -209,8 +209,12 @@ def consecutive_free_ports(n: int) -> int:
 
 def test_replicas_whose_ports_would_clash_are_one_line(tmp_path):
     write_classifier(tmp_path)
-    out = run("--repo", str(tmp_path), "--replicas", "2", "--http-port=9000", "--grpc-port=9003",
-              f"--pid-file={tmp_path / 'server.pid'}", "--background")  # fmt: skip
+    pid_file = tmp_path / "server.pid"
+    try:
+        out = run("--repo", str(tmp_path), "--replicas", "2", "--http-port=9000",
+                  "--grpc-port=9003", f"--pid-file={pid_file}", "--background")  # fmt: skip
+    finally:
+        run("stop", f"--pid-file={pid_file}")  # in case it started after all
     assert out.returncode == 1 and len(out.stderr.splitlines()) == 1
     assert "would share port 9003" in out.stderr
     zero = run("--repo", str(tmp_path), "--replicas", "0", f"--pid-file={tmp_path / 'p.pid'}")
