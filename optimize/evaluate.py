@@ -4,6 +4,7 @@ sets it up (one stream, `threads` threads)."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,10 +38,19 @@ def openvino_properties(threads: int) -> dict[str, str]:
             "PERFORMANCE_HINT": "LATENCY"}  # fmt: skip
 
 
+@functools.cache
+def openvino_core() -> ov.Core:
+    """One OpenVINO runtime for the process. Its CPU plugin points the thread's alternate
+    signal stack at a buffer of its own and restores it when torn down: with a Core per
+    model, stacks end up restored to freed buffers, and the next signal (a SIGTERM that
+    should stop optimize cleanly) crashes the process instead."""
+    return ov.Core()
+
+
 def runner(path: Path, threads: int, engine: str = "onnxruntime") -> Runner:
     """The model at `path` on `engine`, batch size free (the batch axis is dynamic)."""
     if engine == "openvino":
-        compiled = ov.Core().compile_model(str(path), "CPU", openvino_properties(threads))
+        compiled = openvino_core().compile_model(str(path), "CPU", openvino_properties(threads))
         request = compiled.create_infer_request()
 
         def run(x: np.ndarray) -> np.ndarray:
