@@ -37,6 +37,7 @@ from client.connection import (  # noqa: E402
 )
 from client.shm import SharedInputs  # noqa: E402
 from contract import ImageError, ModelSpec, SpecError, load_image, load_spec, preprocess  # noqa: E402
+from contract.spec import PROBABILITIES  # noqa: E402
 
 EXIT_OK, EXIT_ERROR, EXIT_SKIPPED = 0, 1, 3  # argparse exits 2 on bad flags
 
@@ -54,8 +55,10 @@ modes:
   Ready models are listed through the statistics API, which needs no admin key.
 
 top-k: Triton's classification extension (class_count=k) ranks and names the classes when
-  the model's output has labels; otherwise the client ranks the scores. Scores are the
-  model's outputs (logits), not probabilities.
+  the model's output has labels; otherwise the client ranks the scores. Scores are
+  probabilities (the models optimize writes output the softmax of their logits beside
+  them); --scores logits shows the logits instead. A model without a probabilities output
+  is answered in logits, with a note on stderr.
 
 --shared-memory (tensor mode, server on this host): input batches travel through system
   shared memory regions registered with the server, which needs its shared-memory key:
@@ -133,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="local model repository searched for model_spec.json (default: %(default)s)",
     )
     p.add_argument("--top-k", type=positive(int), default=5)
+    p.add_argument(
+        "--scores",
+        choices=("probabilities", "logits"),
+        default="probabilities",
+        help="which output ranks and scores the classes (default: %(default)s)",
+    )
     p.add_argument(
         "--batch-size",
         type=positive(int),
@@ -277,6 +286,7 @@ class Classifier:
         spec: ModelSpec | None,
         top_k: int,
         shared: SharedInputs | None = None,
+        scores: str = "probabilities",
     ):
         self.triton = triton
         self.model = model
@@ -284,7 +294,7 @@ class Classifier:
         self.top_k = top_k
         self.shared = shared
         self.input = model.inputs[0]
-        self.output = model.outputs[0]
+        self.output = score_output(model, scores)
 
     def _load(self, path: Path) -> bytes | np.ndarray:
         if self.spec is None:
@@ -357,8 +367,8 @@ def as_json(outcome: Outcome) -> str:
     return json.dumps({"path": str(outcome.path), "top": top})
 
 
-def table(outcomes: list[Outcome]) -> str:
-    rows = [("image", "rank", "label", "score")]
+def table(outcomes: list[Outcome], score: str = "score") -> str:
+    rows = [("image", "rank", "label", score)]
     for o in outcomes:
         for rank, (label, score, _) in enumerate(o.top, 1):
             rows.append((str(o.path) if rank == 1 else "", str(rank), label, f"{score:.4f}"))
@@ -367,6 +377,14 @@ def table(outcomes: list[Outcome]) -> str:
         f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  {d:>{widths[3]}}".rstrip()
         for a, b, c, d in rows
     )
+
+
+def score_output(model: ModelInfo, scores: str):
+    """The output that ranks the classes: probabilities where the model has them."""
+    outputs = {o.name: o for o in model.outputs}
+    if scores == "probabilities" and PROBABILITIES in outputs:
+        return outputs[PROBABILITIES]
+    return model.outputs[0]
 
 
 def _top_k(model: ModelInfo, wanted: int) -> int:
@@ -385,8 +403,11 @@ def classify_all(triton: Triton, args: argparse.Namespace, paths: list[Path]) ->
         shared = SharedInputs(triton, batch_size * 4 * spec.channels * spec.height * spec.width)
     failed, done = 0, []
     quiet = len(paths) <= batch_size or not sys.stderr.isatty()
+    classifier = Classifier(triton, model, spec, _top_k(model, args.top_k), shared, args.scores)
+    if args.scores == "probabilities" and classifier.output.name != PROBABILITIES:
+        print(f"note: model '{model.name}' has no {PROBABILITIES} output: scores are "
+              f"'{classifier.output.name}'", file=sys.stderr)  # fmt: skip
     with shared or nullcontext(), tqdm(total=len(paths), unit="img", disable=quiet) as bar:
-        classifier = Classifier(triton, model, spec, _top_k(model, args.top_k), shared)
         for outcome in classify(classifier, paths, batch_size, args.concurrency):
             bar.update(1)
             if outcome.error:
@@ -397,7 +418,8 @@ def classify_all(triton: Triton, args: argparse.Namespace, paths: list[Path]) ->
             else:
                 done.append(outcome)
     if done:
-        print(table(done))
+        is_probability = classifier.output.name == PROBABILITIES
+        print(table(done, "probability" if is_probability else "score"))
     return failed
 
 

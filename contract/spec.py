@@ -13,6 +13,7 @@ SPEC_VERSION = 1
 COLOR_MODES = {"L": 1, "RGB": 3}  # PIL mode -> channel count
 RESIZE_POLICIES = ("resize", "resize_center_crop")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+PROBABILITIES = "probabilities"  # the classifiers' second output: softmax of the logits
 
 
 def _plain(name: str) -> bool:
@@ -40,7 +41,7 @@ class ModelSpec:
     interpolation: str = "bilinear"
     input_name: str = "input"
     output_name: str = "logits"
-    probabilities_name: str = "probabilities"  # softmax of the logits, a second output
+    probabilities_name: str = PROBABILITIES
     dtype: str = "float32"
     layout: str = "NCHW"
     version: int = SPEC_VERSION

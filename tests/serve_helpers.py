@@ -32,7 +32,10 @@ name: "tiny_onnx"
 backend: "onnxruntime"
 max_batch_size: 32
 input [{ name: "input" data_type: TYPE_FP32 dims: [1, 28, 28] }]
-output [{ name: "logits" data_type: TYPE_FP32 dims: [10] label_filename: "labels.txt" }]
+output [
+  { name: "logits" data_type: TYPE_FP32 dims: [10] label_filename: "labels.txt" },
+  { name: "probabilities" data_type: TYPE_FP32 dims: [10] label_filename: "labels.txt" }
+]
 dynamic_batching { max_queue_delay_microseconds: 20000 }
 instance_group [{ kind: KIND_CPU count: 1 }]
 parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
@@ -40,8 +43,11 @@ parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
 
 
 def export_onnx(net, path: Path) -> Path:
-    """`net` ([N,1,28,28] -> [N,10]) as ONNX with "input"/"logits" and a dynamic batch."""
+    """`net` ([N,1,28,28] -> [N,10]) as ONNX with "input" -> "logits" and "probabilities"
+    (their softmax, as optimize writes every classifier) and a dynamic batch."""
     import torch
+
+    from optimize.export import add_probabilities
 
     with warnings.catch_warnings():  # the legacy exporter's deprecation notice
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -55,7 +61,7 @@ def export_onnx(net, path: Path) -> Path:
             output_names=["logits"],
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
         )
-    return path
+    return add_probabilities(path, SPEC)
 
 
 def png_bytes(array: np.ndarray) -> bytes:

@@ -36,14 +36,16 @@ def json_lines(out: str) -> list[dict]:
     return [json.loads(line) for line in out.splitlines()]
 
 
-def reference_top(ort_session, paths: list[Path], k: int) -> list[list[tuple[str, float]]]:
+def reference_top(
+    ort_session, paths: list[Path], k: int, scores: str = "probabilities"
+) -> list[list[tuple[str, float]]]:
     """Top-k (label, score) per image from contract.preprocess + in-process ONNX Runtime."""
     from contract import preprocess
 
     x = np.stack([preprocess(p, SPEC) for p in paths])
-    logits = ort_session.run(["logits"], {"input": x})[0]
-    order = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    values = ort_session.run([scores], {"input": x})[0]
+    order = np.argsort(-values, axis=1, kind="stable")[:, :k]
     return [
         [(SPEC.labels[i], float(row[i])) for i in idx]
-        for row, idx in zip(logits, order, strict=True)
+        for row, idx in zip(values, order, strict=True)
     ]

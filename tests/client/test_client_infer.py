@@ -128,7 +128,7 @@ def test_folder_table_is_sorted_recursive_and_matches_onnxruntime(
     code, out, err = run_infer(capsys, images, "--url", url(server), "--top-k", "3")
     assert code == 0 and err == ""
     lines = out.splitlines()
-    assert lines[0].split() == ["image", "rank", "label", "score"]
+    assert lines[0].split() == ["image", "rank", "label", "probability"]
     rows = [line.split() for line in lines[1:]]
     assert len(rows) == 3 * len(SORTED)
     assert [r[0] for r in rows if len(r) == 4] == [str(images / rel) for rel in SORTED]
@@ -152,6 +152,23 @@ def test_json_lines_carry_the_classification_extension_labels(capsys, server, im
         np.testing.assert_allclose(
             [e["score"] for e in record["top"]], [s for _, s in top], atol=1e-5
         )
+
+
+@pytest.mark.slow
+def test_scores_are_probabilities_unless_logits_are_asked_for(capsys, server, images, ort_session):
+    paths = [images / rel for rel in SORTED]
+    code, out, _ = run_infer(capsys, images, "--url", url(server), "--top-k", "10", "--json")
+    assert code == 0
+    for record in json_lines(out):  # every class shown: the probabilities add up to 1
+        assert sum(e["score"] for e in record["top"]) == pytest.approx(1.0, abs=1e-4)
+        assert all(0 <= e["score"] <= 1 for e in record["top"])
+    code, out, _ = run_infer(capsys, images, "--url", url(server), "--top-k", "3", "--json",
+                             "--scores", "logits")  # fmt: skip
+    want = reference_top(ort_session, paths, 3, scores="logits")
+    for record, top in zip(json_lines(out), want, strict=True):
+        assert [e["label"] for e in record["top"]] == [label for label, _ in top]
+        np.testing.assert_allclose([e["score"] for e in record["top"]], [s for _, s in top],
+                                   atol=1e-5)  # fmt: skip
 
 
 @pytest.mark.slow

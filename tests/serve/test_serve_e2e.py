@@ -136,6 +136,26 @@ def test_classification_extension_returns_labels(http, ort_session):
         assert [f[2] for f in fields] == [SPEC.labels[i] for i in want]
 
 
+def test_ensemble_ranks_and_names_classes_by_probability(http, ort_session):
+    """The ensemble passes both outputs on; class_count ranks the probabilities."""
+    encoded = [png_bytes(RNG.integers(0, 256, (28, 28), dtype=np.uint8)) for _ in range(3)]
+    x = np.stack([preprocess(b, SPEC) for b in encoded])
+    want = ort_session.run(["probabilities"], {"input": x})[0]
+    result = http.infer("tiny", [image_input(encoded)], outputs=[
+        httpclient.InferRequestedOutput("probabilities", class_count=4),
+        httpclient.InferRequestedOutput("logits"),
+    ])  # fmt: skip
+    logits = result.as_numpy("logits")
+    np.testing.assert_allclose(logits, reference(ort_session, x), atol=1e-5)
+    for row, probs, raw in zip(result.as_numpy("probabilities"), want, logits, strict=True):
+        fields = [entry.decode().split(":") for entry in row]
+        assert [int(f[1]) for f in fields] == list(np.argsort(-raw)[:4])  # the logits' order
+        assert [f[2] for f in fields] == [SPEC.labels[int(f[1])] for f in fields]
+        np.testing.assert_allclose([float(f[0]) for f in fields], np.sort(probs)[::-1][:4],
+                                   atol=1e-6)  # fmt: skip
+        assert probs.sum() == pytest.approx(1.0, abs=1e-5)
+
+
 def test_ensemble_on_png_bytes_equals_local_preprocess_and_onnxruntime(http, grpc, ort_session):
     gray = RNG.integers(0, 256, (28, 28), dtype=np.uint8)
     rgb = RNG.integers(0, 256, (40, 30, 3), dtype=np.uint8)  # converted to L and resized
