@@ -25,8 +25,13 @@ class ImageError(ValueError):
     """Bytes or a file that cannot be turned into a model input."""
 
 
-def load_image(source: Image.Image | bytes | str | Path) -> Image.Image:
-    """Decode an image fully (so truncation is caught here, not later) and apply EXIF rotation."""
+def load_image(source: Image.Image | bytes | str | Path, fits: int | None = None) -> Image.Image:
+    """Decode an image fully (so truncation is caught here, not later) and apply EXIF rotation.
+
+    With `fits`, a JPEG at least twice that size on both sides is decoded at a reduced scale
+    in the DCT domain (libjpeg's 1/2, 1/4, 1/8; both sides stay >= fits): several times
+    faster for photos much larger than the model input, and as good a start for the resize.
+    """
     if isinstance(source, Image.Image):
         return source
     what = str(source) if isinstance(source, str | Path) else "image bytes"
@@ -42,8 +47,11 @@ def load_image(source: Image.Image | bytes | str | Path) -> Image.Image:
                 f"{what}: {img.width}x{img.height} exceeds {MAX_IMAGE_PIXELS} pixels "
                 "(possible decompression bomb)"
             )
+        if fits and img.format == "JPEG" and min(img.size) >= 2 * fits:
+            img.draft(img.mode, (fits, fits))
         img.load()
-        return ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)
+        return img
     except ImageError:
         raise
     except FileNotFoundError:
@@ -88,7 +96,8 @@ def _resize(img: Image.Image, spec: ModelSpec) -> Image.Image:
 
 def preprocess(source: Image.Image | bytes | str | Path, spec: ModelSpec) -> np.ndarray:
     """Return a float32 array of shape (channels, height, width), normalized per the spec."""
-    img = _resize(_to_mode(load_image(source), spec.color_mode), spec)
+    fits = round(spec.resize_scale * max(spec.height, spec.width))  # the resize's input side
+    img = _resize(_to_mode(load_image(source, fits), spec.color_mode), spec)
     pixels = np.asarray(img)  # uint8, H x W (L) or H x W x 3 (RGB)
     chw = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
     # Transpose as uint8 and convert once into a contiguous float array, then scale and

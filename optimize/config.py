@@ -94,6 +94,9 @@ class RepositoryConfig:
     # 2 x 1 thread: one instance computes while the other's requests cross the IPC, so both
     # cores stay busy (make bench's config search: ahead of 1 x 1 and 1 x 2 on 2 cores).
     instances: int = 2
+    # Decoding stubs of <name>_preprocess (processes, so they decode in parallel): the raw
+    # path's throughput on 2 cores (make bench; its config search tunes this too).
+    preprocess_instances: int = 2
     intra_op_threads: int = 1  # per Triton model instance (onnxruntime backend parameters)
     inter_op_threads: int = 1
     # The CPU backends the serving host has: each variant deploys on the fastest of these
@@ -157,6 +160,7 @@ class OptimizeConfig:
                 "repository.preferred_batch_size must lie in 1..max_batch_size",
             ),
             (r.instances >= 1, "repository.instances must be >= 1"),
+            (r.preprocess_instances >= 1, "repository.preprocess_instances must be >= 1"),
             (
                 bool(r.engines) and set(r.engines) <= set(ENGINES),
                 f"repository.engines must be a non-empty subset of {list(ENGINES)}",

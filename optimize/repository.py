@@ -84,10 +84,12 @@ def write_model(root: Path, model: RepoModel, spec: ModelSpec, cfg: RepositoryCo
         shutil.copyfile(model.source, folder / "1" / "model.onnx")
 
 
-def add_ensemble(root: Path, spec: ModelSpec, classifier: str, max_batch_size: int) -> list[str]:
+def add_ensemble(root: Path, spec: ModelSpec, classifier: str, cfg: RepositoryConfig) -> list[str]:
     """The serve stage's preprocessing model + ensemble over `classifier`."""
     try:
-        return add_preprocess_and_ensemble(root, spec, classifier, max_batch_size)
+        return add_preprocess_and_ensemble(
+            root, spec, classifier, cfg.max_batch_size, cfg.preprocess_instances
+        )
     except RepositoryError as e:  # a clear message, not a traceback
         raise OptimizeError(f"serve.repository: {e}") from None
 
@@ -129,7 +131,7 @@ def write_repository(
             write_model(tmp, model, spec, cfg)
         names = [m.name for m in models]
         if ensemble_classifier is not None:
-            names += add_ensemble(tmp, spec, ensemble_classifier, cfg.max_batch_size)
+            names += add_ensemble(tmp, spec, ensemble_classifier, cfg)
     if kept:
         print(f"  kept the repository's other models: {', '.join(f.name for f in kept)}")
     return names

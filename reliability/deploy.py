@@ -78,7 +78,9 @@ def build_from_run(run: Path, dest: Path) -> Deployment:
     classifier = f"{spec.name}_fp32"
     write_model(dest, RepoModel(classifier, onnx), spec, cfg)
     onnx.unlink()
-    add_preprocess_and_ensemble(dest, spec, classifier, cfg.max_batch_size)
+    add_preprocess_and_ensemble(
+        dest, spec, classifier, cfg.max_batch_size, cfg.preprocess_instances
+    )
     return find(dest)
 
 

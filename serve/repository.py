@@ -72,7 +72,9 @@ def _classifier_outputs(repo_dir: Path, classifier: str, spec: ModelSpec, max_ba
     return [outputs[name] for name in names if name in outputs]
 
 
-def _write_preprocess(model_dir: Path, name: str, spec: ModelSpec, max_batch: int) -> None:
+def _write_preprocess(
+    model_dir: Path, name: str, spec: ModelSpec, max_batch: int, instances: int
+) -> None:
     config = mc.ModelConfig(
         name=name,
         backend="python",
@@ -80,7 +82,7 @@ def _write_preprocess(model_dir: Path, name: str, spec: ModelSpec, max_batch: in
         input=[_tensor(IMAGE_INPUT, mc.TYPE_STRING, [1])],
         output=[_tensor(spec.input_name, mc.TYPE_FP32, (spec.channels, spec.height, spec.width))],
         dynamic_batching={},
-        instance_group=[{"count": 1, "kind": mc.ModelInstanceGroup.KIND_CPU}],
+        instance_group=[{"count": instances, "kind": mc.ModelInstanceGroup.KIND_CPU}],
     )
     (model_dir / "config.pbtxt").write_text(config_text(config))
     save_spec(spec, model_dir / "model_spec.json")
@@ -130,11 +132,12 @@ def _write_ensemble(
 
 
 def add_preprocess_and_ensemble(
-    repo_dir: Path, spec: ModelSpec, classifier: str, max_batch_size: int
+    repo_dir: Path, spec: ModelSpec, classifier: str, max_batch_size: int, instances: int = 1
 ) -> list[str]:
     """Add `<spec.name>_preprocess` and the ensemble `<spec.name>` (image bytes -> logits).
 
-    `classifier` must already be in `repo_dir` with a config that fits `spec`. Each model
+    `classifier` must already be in `repo_dir` with a config that fits `spec`; `instances`
+    preprocessing stubs decode in parallel (each is a process: no GIL between them). Each model
     directory is replaced whole, so a crash leaves the old one or the new one, never a mix.
     Returns the names of the models written.
     """
@@ -151,7 +154,7 @@ def add_preprocess_and_ensemble(
         raise RepositoryError("labels must not contain newlines (labels.txt is one a line)")
     outputs = _classifier_outputs(repo_dir, classifier, spec, max_batch_size)
     with staged_dir(repo_dir / preprocess) as tmp:
-        _write_preprocess(tmp, preprocess, spec, max_batch_size)
+        _write_preprocess(tmp, preprocess, spec, max_batch_size, instances)
     with staged_dir(repo_dir / spec.name) as tmp:
         _write_ensemble(tmp, spec, (preprocess, classifier), outputs, max_batch_size)
     return [preprocess, spec.name]

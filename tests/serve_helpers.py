@@ -42,8 +42,8 @@ parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
 """
 
 
-def export_onnx(net, path: Path) -> Path:
-    """`net` ([N,1,28,28] -> [N,10]) as ONNX with "input" -> "logits" and "probabilities"
+def export_onnx(net, path: Path, chw: tuple[int, int, int] = (1, 28, 28)) -> Path:
+    """`net` ([N,*chw] -> [N,10]) as ONNX with "input" -> "logits" and "probabilities"
     (their softmax, as optimize writes every classifier) and a dynamic batch."""
     import torch
 
@@ -53,7 +53,7 @@ def export_onnx(net, path: Path) -> Path:
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             net,
-            (torch.zeros(1, 1, 28, 28),),
+            (torch.zeros(1, *chw),),
             str(path),
             dynamo=False,
             opset_version=17,

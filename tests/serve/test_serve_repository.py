@@ -12,7 +12,7 @@ from serve_helpers import CLASSIFIER, CLASSIFIER_CONFIG, MAX_BATCH, SPEC, write_
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from contract import load_spec
-from serve.repository import RepositoryError, add_preprocess_and_ensemble
+from serve.repository import RepositoryError, add_preprocess_and_ensemble, read_config
 
 
 def parse(text: str) -> ModelConfig:
@@ -99,3 +99,10 @@ def test_rejects_bad_batch_and_missing_classifier(repo):
         add_preprocess_and_ensemble(repo, SPEC, "nope", MAX_BATCH)
     with pytest.raises(RepositoryError, match="does not exist"):
         add_preprocess_and_ensemble(repo / "missing", SPEC, CLASSIFIER, MAX_BATCH)
+
+
+def test_preprocessing_runs_in_as_many_stubs_as_asked(tmp_path):
+    write_classifier(tmp_path)
+    add_preprocess_and_ensemble(tmp_path, SPEC, CLASSIFIER, MAX_BATCH, instances=3)
+    config = read_config(tmp_path / f"{SPEC.name}_preprocess" / "config.pbtxt")
+    assert [g.count for g in config.instance_group] == [3]
