@@ -2,14 +2,16 @@
 
 A benchmark baseline, not a product. It is the careful version of that script: raw float32
 bytes in and out (no JSON encoding of tensors), ORT run in the threadpool so the event loop
-keeps accepting requests, one uvicorn worker, no batching. `bench.fastapi_server` starts it:
+keeps accepting requests, no batching; uvicorn's own workers (processes sharing the port)
+give it cores, as Triton's instances do. `bench.fastapi_server` starts it:
 
-    python -m bench.fastapi_app --model model.onnx --port 8100 [--threads 1]
+    python -m bench.fastapi_app --model model.onnx --port 8100 [--threads 1] [--workers 1]
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint's annotations at
 # runtime to know that `request` is the Request, not a query parameter.
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
@@ -45,16 +47,29 @@ def create_app(model: Path, threads: int) -> FastAPI:
     return app
 
 
+# uvicorn's worker processes build the app from an import string, so its settings travel in
+# the environment they inherit.
+MODEL_ENV, THREADS_ENV = "BENCH_FASTAPI_MODEL", "BENCH_FASTAPI_THREADS"
+
+
+def app_from_env() -> FastAPI:
+    return create_app(Path(os.environ[MODEL_ENV]), int(os.environ[THREADS_ENV]))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.fastapi_app")
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1)
     args = p.parse_args(argv)
     import uvicorn
 
+    os.environ[MODEL_ENV], os.environ[THREADS_ENV] = str(args.model.absolute()), str(args.threads)
     uvicorn.run(
-        create_app(args.model, args.threads),
+        "bench.fastapi_app:app_from_env",
+        factory=True,
+        workers=args.workers,
         host="127.0.0.1",  # loopback only: a baseline, never exposed
         port=args.port,
         log_level="warning",
