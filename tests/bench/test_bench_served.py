@@ -71,7 +71,7 @@ def _cmdline(pid: int) -> str:
 def test_perf_analyzer_cross_check(bench_server, tmp_path):
     cfg = PerfAnalyzerConfig(measurement_ms=300, max_trials=4)
     if not perf_analyzer.PROJECT_ROOT.joinpath(cfg.binary).is_file():
-        pytest.skip("perf_analyzer not installed: make setup-bench")
+        pytest.fail("perf_analyzer not installed: run `make setup-bench` (make test does)")
     url = bench_server.http_url
     result = perf_analyzer.run(cfg, url, "http", "tiny_fp32", SPEC, 2, 4, tmp_path)
     assert result["concurrency"] == 2 and result["batch"] == 4 and "-b 4" in result["command"]
