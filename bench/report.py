@@ -145,6 +145,7 @@ SEARCH_COLUMNS = (
     Col("p50", "p50_ms"),
     Col("p99 ms", "p99_ms"),
     Col("errors", "errors"),
+    Col("accepts largest", "accepts_largest"),
     Col("best", "best"),
 )
 HEADLINE_BEST_COLUMNS = (
@@ -396,6 +397,8 @@ def _search(r: Run) -> list[str]:
         f"(c{', c'.join(map(str, s['concurrency']))}, p99 <= {s['p99_budget_ms']} ms)",
         "",
         s.get("method", ""),
+        f"A winner must accept the largest request the clients send ({s['largest_request']} "
+        "images; a smaller max batch size refuses it): `accepts largest`.",
         "",
         *_table(SEARCH_COLUMNS, rows),
         f"Deployed config: {knobs_text(s['baseline'])}. {applied}",

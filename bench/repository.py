@@ -117,7 +117,8 @@ def variation(
         if max_queue_delay_us is not None:
             out.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
         if preferred_batch_size is not None:
-            sizes = [b for b in preferred_batch_size if b <= out.max_batch_size]
+            # A preferred size at max batch is what the batcher does anyway: dropped too.
+            sizes = [b for b in preferred_batch_size if b < out.max_batch_size]
             del out.dynamic_batching.preferred_batch_size[:]
             out.dynamic_batching.preferred_batch_size.extend(sizes)
     if instances is not None:

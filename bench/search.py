@@ -1,15 +1,19 @@
 """Serving config search, what Model Analyzer's brute-force mode does, without Docker or a GPU.
 
-Knobs: instance count, max batch size, max_queue_delay, preferred batch sizes and ORT intra-op
-threads per instance. Each candidate is loaded into the running server through the load API
-with a config override (the repository is untouched) and measured at each search concurrency;
-the best mean throughput whose p99 fits the budget at every concurrency wins. `--apply` writes
-the winner's config.pbtxt.
+Knobs: instance count, max batch size, preferred batch sizes, max_queue_delay and ORT
+intra-op threads per instance. Each candidate is loaded into the running server through the
+load API with a config override (the repository is untouched) and measured at each search
+concurrency; the best mean throughput whose p99 fits the budget at every concurrency wins,
+among the candidates that accept the largest request the clients send (`largest_request`
+images: a max batch size below it refuses them). `--apply` writes the winner's config.pbtxt.
 
-Staged (the default) keeps `make bench` short: stage 1 tries every instance count x max batch
-size (how the work is split between instances), the batcher and thread knobs at their first
-values; stage 2 tries every batcher and thread combination on stage 1's winner. Unstaged: the
-full cartesian product.
+How many images one execution takes decides how evenly the work spreads over the instances:
+with max batch 32 and no queue delay, the first free instance takes every queued request and
+the other waits. A max batch size caps that, and so does a preferred batch size while larger
+requests stay accepted. Stage 1 therefore tries every instance count x max batch x preferred
+size (delay and threads at their first values); stage 2 tries every delay x thread count on
+stage 1's winner. Unstaged: the full cartesian product. Candidates whose config comes out the
+same as one already measured (a preferred size at or above the max batch) are skipped.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from bench.repository import serving, to_json, variation, write_config
 
 KNOBS = ("instances", "max_batch_size", "max_queue_delay_us", "preferred_batch_size",
          "intra_op_threads")  # fmt: skip
-STAGES = (KNOBS[:2], KNOBS[2:])
+STAGES = (("instances", "max_batch_size", "preferred_batch_size"),
+          ("max_queue_delay_us", "intra_op_threads"))  # fmt: skip
 
 
 class ModelControl:
@@ -76,9 +81,24 @@ def fits(r: dict, p99_ms: float) -> bool:
 
 
 def pick(results: list[dict], p99_ms: float) -> dict | None:
-    """Highest mean throughput among error-free results whose p99 fits the budget at every
-    concurrency."""
-    return max((r for r in results if fits(r, p99_ms)), key=lambda r: r["throughput"], default=None)
+    """Highest mean throughput among error-free results that accept the largest request and
+    whose p99 fits the budget at every concurrency."""
+    return max(
+        (r for r in results if r["accepts_largest"] and fits(r, p99_ms)),
+        key=lambda r: r["throughput"],
+        default=None,
+    )
+
+
+def _new(grid: list[dict], base: mc.ModelConfig, seen: list[dict]) -> list[tuple]:
+    """(candidate, its config) for the candidates whose config is not in `seen` nor repeated."""
+    out = []
+    for cand in grid:
+        config = variation(base, **cand)
+        if serving(config) not in seen:
+            seen = [*seen, serving(config)]
+            out.append((cand, config))
+    return out
 
 
 def _describe(cand: dict) -> str:
@@ -97,6 +117,7 @@ def search(
     measure: Callable[[int], dict],
     repo: Path,
     log: Callable[[str], None] = print,
+    largest_request: int = 1,
 ) -> dict:
     """Measure the candidates (`measure(concurrency)` measures the loaded one), restore the
     model's own config, and apply the winner if asked."""
@@ -106,18 +127,19 @@ def search(
         for n, varied in enumerate(stages, 1):
             best = pick(results, cfg.p99_ms)
             fixed = {k: best[k] for k in KNOBS} if best else None
-            done = [{k: r[k] for k in KNOBS} for r in results]
-            grid = [c for c in candidates(cfg, varied, fixed) if c not in done]
-            for i, cand in enumerate(grid, 1):
-                config = variation(base, **cand)
+            grid = _new(candidates(cfg, varied, fixed), base, [r["config"] for r in results])
+            for i, (cand, config) in enumerate(grid, 1):
                 control.load(model, config)
                 points = [measure(c) for c in cfg.concurrency]
                 mean = sum(p["throughput"] for p in points) / len(points)
+                knobs = serving(config)  # as loaded: a preferred size >= max batch is dropped
                 results.append(
-                    {**cand, "stage": n, "throughput": mean, "points": points,
+                    {**{k: knobs[k] for k in KNOBS}, "stage": n, "throughput": mean,
+                     "points": points,
                      "p50_ms": max(p["p50_ms"] for p in points),
                      "p99_ms": max(p["p99_ms"] for p in points),
-                     "errors": sum(p["errors"] for p in points), "config": serving(config)}
+                     "errors": sum(p["errors"] for p in points), "config": knobs,
+                     "accepts_largest": config.max_batch_size >= largest_request}
                 )  # fmt: skip
                 log(
                     f"  [stage {n}, {i}/{len(grid)}] {_describe(cand)}: "
@@ -131,6 +153,7 @@ def search(
     best = pick(results, cfg.p99_ms)
     outcome = {
         "model": model,
+        "largest_request": largest_request,
         "concurrency": cfg.concurrency,
         "p99_budget_ms": cfg.p99_ms,
         "method": (

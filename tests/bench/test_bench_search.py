@@ -32,27 +32,25 @@ def test_grid_is_the_cartesian_product():
         "intra_op_threads": 1,
     }
     stage1 = candidates(_cfg(), STAGES[0])
-    assert [(c["instances"], c["max_batch_size"]) for c in stage1] == [
-        (1, 8),
-        (1, 32),
-        (2, 8),
-        (2, 32),
-    ]
-    assert all(c["max_queue_delay_us"] == 0 and c["preferred_batch_size"] == [] for c in stage1)
+    assert len(stage1) == 8 and all(c["max_queue_delay_us"] == 0 for c in stage1)
+    assert {
+        (c["instances"], c["max_batch_size"], str(c["preferred_batch_size"])) for c in stage1
+    } == {(i, b, p) for i in (1, 2) for b in (8, 32) for p in ("[]", "[8]")}
     fixed = {**grid[0], "instances": 2, "max_batch_size": 32}
     stage2 = candidates(_cfg(), STAGES[1], fixed)
-    assert len(stage2) == 4 and all(
-        (c["instances"], c["max_batch_size"]) == (2, 32) for c in stage2
-    )
+    assert [c["max_queue_delay_us"] for c in stage2] == [0, 500]
+    assert all((c["instances"], c["max_batch_size"]) == (2, 32) for c in stage2)
 
 
-def _result(rps: float, *p99s: float, errors: int = 0) -> dict:
-    return {"throughput": rps, "points": [{"p99_ms": p, "errors": errors} for p in p99s]}
+def _result(rps: float, *p99s: float, errors: int = 0, accepts: bool = True) -> dict:
+    return {"throughput": rps, "accepts_largest": accepts,
+            "points": [{"p99_ms": p, "errors": errors} for p in p99s]}  # fmt: skip
 
 
 def test_pick_best_mean_throughput_within_budget_at_every_concurrency():
     results = [
-        _result(900.0, 20.0, 60.0),  # fastest, but over budget at its second concurrency
+        _result(990.0, 5.0, 5.0, accepts=False),  # fastest, but refuses the largest request
+        _result(900.0, 20.0, 60.0),  # over budget at its second concurrency
         _result(700.0, 20.0, 30.0),
         _result(800.0, 10.0, 10.0, errors=3),  # errors disqualify
         _result(500.0, 5.0, 5.0),
@@ -71,31 +69,50 @@ class FakeControl:
         self.loaded.append(serving(config))
 
 
-def test_staged_search_fixes_stage_one_winner_and_restores_the_deployed_config(tiny):
-    _, repo = tiny
-    _, _, variants = discover(repo, None)
-    base = variants[0].config
-    control = FakeControl()
+def _synthetic(control: FakeControl):
+    """A server on which 2 instances x max batch 8 is fastest, then a preferred size of 8."""
 
-    def measure(c: int) -> dict:  # a synthetic server: 2 instances x max batch 8 is best
+    def measure(c: int) -> dict:
         k = control.loaded[-1]
         rps = 1000 * k["instances"] + (300 if k["max_batch_size"] == 8 else 0)
-        rps += 50 if k["preferred_batch_size"] == [8] else 0
+        rps += 250 if k["preferred_batch_size"] == [8] else 0
         return {"throughput": rps + c, "p50_ms": 1.0, "p99_ms": 2.0, "errors": 0,
                 "concurrency": c}  # fmt: skip
 
+    return measure
+
+
+def test_staged_search_fixes_stage_one_winner_and_restores_the_deployed_config(tiny):
+    _, repo = tiny
+    _, _, variants = discover(repo, None)
+    base = variants[0].config  # max batch 32, preferred [8], delay 1000 us
+    control = FakeControl()
     cfg = _cfg(concurrency=[4, 8])
-    outcome = search(control, "m", base, cfg, measure, repo, log=lambda s: None)
+    outcome = search(control, "m", base, cfg, _synthetic(control), repo, log=lambda s: None)
+    # max batch 8 with preferred [8] is max batch 8 without: measured once
     stages = [c["stage"] for c in outcome["candidates"]]
-    assert stages == [1] * 4 + [2] * 3  # stage 2 skips the candidate stage 1 measured
-    assert all((c["instances"], c["max_batch_size"]) == (2, 8) for c in outcome["candidates"][4:])
+    assert stages == [1] * 6 + [2] * 1  # stage 2's delay 0 is stage 1's winner, not redone
     best = outcome["best"]
-    assert (best["instances"], best["max_batch_size"], best["preferred_batch_size"]) == (2, 8, [8])
-    assert best["throughput"] == 1000 * 2 + 300 + 50 + 6  # mean over c4 and c8
+    assert (best["instances"], best["max_batch_size"], best["preferred_batch_size"]) == (2, 8, [])
+    assert best["throughput"] == 1000 * 2 + 300 + 6  # mean over c4 and c8
+    assert outcome["candidates"][-1]["max_queue_delay_us"] == 500  # stage 2 on the winner
     assert control.loaded[-1] == serving(base)  # back to the deployed config
-    full = search(control, "m", base, _cfg(staged=False, concurrency=[4]), measure, repo,
-                  log=lambda s: None)  # fmt: skip
-    assert len(full["candidates"]) == 16
+    full = search(control, "m", base, _cfg(staged=False, concurrency=[4]), _synthetic(control),
+                  repo, log=lambda s: None)  # fmt: skip
+    assert len(full["candidates"]) == 12  # 16, less the 4 max batch 8 + preferred 8 repeats
+
+
+def test_a_winner_accepts_the_largest_request(tiny):
+    _, repo = tiny
+    _, _, variants = discover(repo, None)
+    control = FakeControl()
+    outcome = search(control, "m", variants[0].config, _cfg(concurrency=[4]),
+                     _synthetic(control), repo, log=lambda s: None, largest_request=32)  # fmt: skip
+    refused = [c for c in outcome["candidates"] if not c["accepts_largest"]]
+    assert refused and all(c["max_batch_size"] == 8 for c in refused)
+    best = outcome["best"]  # max batch 8 is faster here, but refuses 32-image requests
+    assert (best["instances"], best["max_batch_size"], best["preferred_batch_size"]) == (2, 32, [8])
+    assert outcome["largest_request"] == 32
 
 
 def test_variation_and_override_json(tiny):
@@ -117,6 +134,7 @@ def test_variation_and_override_json(tiny):
     smaller = serving(variation(base, max_batch_size=4))  # base prefers 8: dropped too
     assert smaller["max_batch_size"] == 4 and smaller["preferred_batch_size"] == []
     assert serving(variation(base, max_batch_size=16))["preferred_batch_size"] == [8]
+    assert serving(variation(base, max_batch_size=8))["preferred_batch_size"] == []  # = max
     off = variation(base, dynamic_batching=False)
     assert not serving(off)["dynamic_batching"] and serving(base)["dynamic_batching"]
     override = json.loads(to_json(changed))
