@@ -11,6 +11,7 @@ DEBS       := dataset-fashion-mnist libb64-0d
 
 RUN    ?= runs/default
 CONFIG ?= configs/default.yaml
+OPTIMIZE_CONFIG ?= configs/optimize.yaml
 ARGS   ?=
 SERVE_REPO ?= model_repository
 SERVE_ARGS ?=
@@ -18,14 +19,16 @@ BENCH_ARGS ?=
 MA_ARGS    ?=
 MA_STAMP   := $(VENV)/.analyzer-installed
 SOAK_MINUTES ?= 10
+NPROC      ?= 2
 PID_FILE   := .serve/server.pid
 
-.PHONY: help setup debs data train optimize serve serve-bg stop infer verify setup-bench bench setup-analyzer model-analyzer chaos soak faults demo test test-fast lint format clean
+.PHONY: help setup debs data data-photo train train-ddp optimize serve serve-bg stop infer verify setup-bench bench setup-analyzer model-analyzer chaos soak faults demo demo-photo demo-run test test-fast lint format clean
 
 help:
 	@echo "make demo   - the whole pipeline on the embedded Fashion-MNIST (setup included)"
+	@echo "make demo-photo - the same with EfficientNet-Lite0 (ImageNet weights) on 224 px JPEGs"
 	@echo "make test   - lint + all tests (setup included)"
-	@echo "make setup | data | train | optimize | serve | serve-bg | stop | infer | verify"
+	@echo "make setup | data | data-photo | train | train-ddp | optimize | serve | serve-bg | stop | infer | verify"
 	@echo "     bench | setup-bench | model-analyzer | setup-analyzer | chaos | soak | faults"
 	@echo "     lint | format | clean"
 
@@ -46,11 +49,23 @@ $(STAMP): pyproject.toml requirements.lock
 data: setup
 	$(PY) -m train.fashion_mnist --out data/fashion-mnist $(ARGS)
 
-train: data
+# Fashion-MNIST rendered as 224x224 RGB JPEGs (photo-sized payloads; the content stays 28 px)
+data-photo: setup
+	$(PY) -m train.fashion_photo --out data/fashion-photo $(ARGS)
+
+# ARGS are the trainer's: the data step runs without them.
+train: setup
+	@$(MAKE) --no-print-directory data ARGS=
 	$(PY) -m train --config $(CONFIG) $(ARGS)
 
+# NPROC processes on this machine (gloo on CPU, NCCL where CUDA exists); --standalone picks
+# a free rendezvous port. Several machines: see docs/scale.md.
+train-ddp: setup
+	@$(MAKE) --no-print-directory data ARGS=
+	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m train --config $(CONFIG) $(ARGS)
+
 optimize: setup
-	$(PY) -m optimize --run $(RUN) $(ARGS)
+	$(PY) -m optimize --run $(RUN) --config $(OPTIMIZE_CONFIG) $(ARGS)
 
 serve: setup
 	$(PY) -m serve --repo $(SERVE_REPO) $(SERVE_ARGS)
@@ -101,19 +116,34 @@ faults: setup
 
 # The whole pipeline; the background server is stopped even when a step fails.
 demo: setup
-	@echo "demo [1/5]: data + train ($(CONFIG))"
-	@$(MAKE) --no-print-directory train
-	@echo "demo [2/5]: optimize: prune, INT8, accuracy gate, Triton repository"
+	@$(MAKE) --no-print-directory demo-run DEMO=demo DATA_TARGET=data RUN=runs/default \
+		CONFIG=configs/default.yaml OPTIMIZE_CONFIG=configs/optimize.yaml \
+		TEST_DIR=data/fashion-mnist/test DEMO_START=$$(date +%s)
+
+# EfficientNet-Lite0 from ImageNet weights on 224 px JPEGs; its models (photo224*) join the
+# repository beside default*, and the server serves both.
+demo-photo: setup
+	@$(MAKE) --no-print-directory demo-run DEMO=demo-photo DATA_TARGET=data-photo \
+		RUN=runs/photo224 CONFIG=configs/photo224.yaml \
+		OPTIMIZE_CONFIG=configs/photo224-optimize.yaml TEST_DIR=data/fashion-photo/test \
+		DEMO_START=$$(date +%s)
+
+demo-run:
+	@echo "$(DEMO) [1/6]: data ($(DATA_TARGET))"
+	@$(MAKE) --no-print-directory $(DATA_TARGET)
+	@echo "$(DEMO) [2/6]: train ($(CONFIG)) into $(RUN)"
+	@$(PY) -m train --config $(CONFIG)
+	@echo "$(DEMO) [3/6]: optimize: prune, INT8, accuracy gate, Triton repository"
 	@$(MAKE) --no-print-directory optimize
-	@echo "demo [3/5]: starting Triton in the background"
+	@echo "$(DEMO) [4/6]: starting Triton in the background"
 	@$(MAKE) --no-print-directory serve-bg
 	@trap '$(MAKE) --no-print-directory stop' EXIT; set -e; \
-	  echo "demo [4/5]: classifying one test image per class through the server"; \
-	  mapfile -t imgs < <(for d in data/fashion-mnist/test/*/; do ls "$$d"*.png | head -1; done); \
-	  $(PY) client/infer.py --top-k 3 "$${imgs[@]}"; \
-	  echo "demo [5/5]: server vs in-process ONNX Runtime on 1000 test images"; \
+	  echo "$(DEMO) [5/6]: classifying one test image per class through the server"; \
+	  mapfile -t imgs < <(for d in $(TEST_DIR)/*/; do find "$$d" -type f | sort | head -1; done); \
+	  $(PY) client/infer.py --model $(notdir $(RUN)) --top-k 3 "$${imgs[@]}"; \
+	  echo "$(DEMO) [6/6]: server vs in-process ONNX Runtime on 1000 test images"; \
 	  $(PY) client/verify.py --run $(RUN) --repo $(SERVE_REPO) --limit 1000
-	@$(PY) scripts/demo_summary.py $(RUN) $(SERVE_REPO)
+	@$(PY) scripts/demo_summary.py $(RUN) $(SERVE_REPO) $(DEMO_START)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -89,9 +89,14 @@ def _resize(img: Image.Image, spec: ModelSpec) -> Image.Image:
 def preprocess(source: Image.Image | bytes | str | Path, spec: ModelSpec) -> np.ndarray:
     """Return a float32 array of shape (channels, height, width), normalized per the spec."""
     img = _resize(_to_mode(load_image(source), spec.color_mode), spec)
-    arr = np.asarray(img, dtype=np.float32) * np.float32(1.0 / 255.0)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    mean = np.asarray(spec.mean, dtype=np.float32)
-    inv_std = np.float32(1.0) / np.asarray(spec.std, dtype=np.float32)
-    return np.ascontiguousarray(((arr - mean) * inv_std).transpose(2, 0, 1))
+    pixels = np.asarray(img)  # uint8, H x W (L) or H x W x 3 (RGB)
+    chw = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+    # Transpose as uint8 and convert once into a contiguous float array, then scale and
+    # shift in place: (x / 255 - mean) / std == x * (1 / (255 std)) - mean / std.
+    out = np.empty(chw.shape, dtype=np.float32)
+    out[...] = chw
+    std = np.asarray(spec.std, dtype=np.float32)[:, None, None]
+    mean = np.asarray(spec.mean, dtype=np.float32)[:, None, None]
+    out *= np.float32(1.0 / 255.0) / std
+    out -= mean / std
+    return out

@@ -30,7 +30,8 @@ trt_batch_args() {
         log "error: $config has no max_batch_size >= 1"
         return 1
     fi
-    for size in $(sed -nE 's/^[[:space:]]*preferred_batch_size:[[:space:]]*\[([^]]*)\].*/\1/p' \
+    # Both text forms: protobuf's one line a value, and a hand-written "[4, 8]" list.
+    for size in $(sed -nE 's/^[[:space:]]*preferred_batch_size:[[:space:]]*\[?([^]]*)\]?.*/\1/p' \
         "$config" | tr ',' ' '); do
         ((size > opt)) && opt=$size
     done
@@ -46,12 +47,31 @@ gpu_fingerprint() {
     echo "gpu=${gpu:-unknown} tensorrt=${trt:-unknown}"
 }
 
+# Why no plan can be built here; empty when a GPU and TensorRT's Python API are both present.
+# Asked here rather than of optimize.tensorrt: the image has TensorRT but no torch for CUDA.
+plan_build_blocker() {
+    if ! nvidia-smi -L >/dev/null 2>&1; then
+        echo "no GPU"
+    elif ! python3 -c 'import tensorrt' >/dev/null 2>&1; then
+        echo "no TensorRT"
+    fi
+}
+
 # Build <model>_trt/1/model.plan from model_qdq.onnx where it is missing or was built for
 # another GPU or TensorRT. A failed build leaves that model out; the CPU variants still serve.
+# Without a GPU (the cpu overlay of deploy/k8s) one line says so and nothing is built.
 build_plans() {
-    local repo=$1 dir plan stamp want batches min opt max
+    local repo=$1 dir plan stamp want batches min opt max blocker trt=()
     for dir in "$repo"/*_trt; do
-        [[ -f $dir/config.pbtxt && -f $dir/model_qdq.onnx ]] || continue
+        [[ -f $dir/config.pbtxt && -f $dir/model_qdq.onnx ]] && trt+=("$dir")
+    done
+    ((${#trt[@]})) || return 0
+    blocker=$(plan_build_blocker)
+    if [[ -n $blocker ]]; then
+        log "$blocker: TensorRT plan build skipped, not loading ${trt[*]##*/} (the CPU variants serve)"
+        return 0
+    fi
+    for dir in "${trt[@]}"; do
         plan=$dir/1/model.plan
         stamp=$dir/1/model.plan.built-for
         want=$(gpu_fingerprint)
@@ -72,17 +92,15 @@ build_plans() {
     done
 }
 
-# Every model folder with a config; a TensorRT model only once its plan exists.
+# Every model folder with a config; a TensorRT model only once its plan exists (build_plans
+# has said why one is missing).
 models_to_load() {
     local repo=$1 dir name
     for dir in "$repo"/*/; do
         dir=${dir%/}
         name=${dir##*/}
         [[ -f $dir/config.pbtxt ]] || continue
-        if [[ $name == *_trt && ! -f $dir/1/model.plan ]]; then
-            log "skipping $name: no TensorRT plan"
-            continue
-        fi
+        [[ $name == *_trt && ! -f $dir/1/model.plan ]] && continue
         echo "$name"
     done
 }

@@ -63,6 +63,9 @@ class QuantizeConfig:
     percentile: float = 99.999
     reduce_range: bool = False  # 7-bit weights: only for CPUs without VNNI (ORT's advice)
     float_stem: bool = True  # cpu target: the conv reading the image stays FP32 (faster)
+    fallback: bool = True  # over budget: keep the most sensitive layer groups in FP32
+    fallback_margin: float = 0.25  # points: fall back until the val drop <= max drop - this
+    sensitivity_images: int = 256  # validation images that rank the groups' sensitivity
 
 
 @dataclass
@@ -101,7 +104,7 @@ class TensorRTConfig:
 @dataclass
 class OptimizeConfig:
     seed: int = 0
-    threads: int = 0  # torch threads for pruning and fine-tuning; 0 = all cores
+    threads: int = 0  # threads for pruning, fine-tuning and accuracy runs; 0 = all cores
     max_accuracy_drop: float = 1.0  # top-1 points below FP32 beyond which nothing deploys
     data: DataConfig = field(default_factory=DataConfig)
     export: ExportConfig = field(default_factory=ExportConfig)

@@ -25,6 +25,8 @@ def export_onnx(model: nn.Module, spec: ModelSpec, path: Path, opset: int) -> Pa
         # onnxscript (not installed); its output for plain CNNs is the same standard ONNX.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
+        # Python ints taken from traced shapes (e.g. "SAME" padding) are meant as constants.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             model,
             (dummy,),

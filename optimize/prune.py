@@ -3,8 +3,8 @@
 Save format: a pruned model is stored as a plain checkpoint (`pruned.pt`: arch, spec and the
 pruned state_dict, read with `torch.load(weights_only=True)`). The state_dict's tensor shapes
 are the channel plan: `load_pruned` builds the original architecture and shrinks every
-Conv/BatchNorm/Linear to the recorded shapes before loading the weights, so nothing is
-unpickled but tensors (torch-pruning's own `tp.save` pickles whole modules).
+Conv/BatchNorm/Linear (a depthwise conv: its groups too) to the recorded shapes before loading
+the weights, so nothing is unpickled but tensors (torch-pruning's `tp.save` pickles modules).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from contract import ModelSpec
 from optimize.config import FinetuneConfig, PruneConfig
+from train import distributed
 from train.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from train.config import OptimConfig
 from train.data import ImageDataset, make_loader
@@ -121,8 +122,8 @@ def finetune(
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
     )
-    train_loader = make_loader(train, cfg.batch_size, True, 0, seed)
-    val_loader = make_loader(val, 256, False, 0, seed)
+    train_loader = make_loader(train, cfg.batch_size, True, 0, seed, shard=True)
+    val_loader = make_loader(val, 256, False, 0, seed, shard=True)
     best: dict = {}
 
     def keep_best(state, is_best: bool, _blob: dict) -> None:
@@ -137,6 +138,7 @@ def finetune(
         "best_epoch": state.best_epoch,
         "best_val_top1": round(state.best_score, 4),
         "train_images": len(train),
+        "world_size": distributed.world_size(),
         "seconds": round(time.perf_counter() - start, 1),
         "history": state.history,
     }
@@ -173,9 +175,13 @@ def _shrink(module: nn.Module, prefix: str, state: dict[str, torch.Tensor]) -> N
         else:
             module._buffers[name] = fresh
     if isinstance(module, nn.modules.conv._ConvNd):
-        if module.groups != 1:
-            raise CheckpointError("the channel plan supports only groups=1 convolutions")
-        module.out_channels, module.in_channels = module.weight.shape[:2]
+        depthwise = module.groups > 1 and module.groups == module.in_channels
+        if module.groups != 1 and not depthwise:
+            raise CheckpointError("the channel plan supports plain and depthwise convolutions")
+        module.out_channels = module.weight.shape[0]
+        # A depthwise conv keeps one filter per channel: its channels are its groups.
+        module.in_channels = module.out_channels if depthwise else module.weight.shape[1]
+        module.groups = module.out_channels if depthwise else 1
     elif isinstance(module, nn.modules.batchnorm._BatchNorm):
         module.num_features = module.running_mean.shape[0]
     elif isinstance(module, nn.Linear):

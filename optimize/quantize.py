@@ -13,7 +13,9 @@ run only serves as the proxy for its INT8 accuracy.
 
 from __future__ import annotations
 
+import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +29,10 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from optimize.config import QuantizeConfig
+from optimize import fallback
+from optimize.config import BenchConfig, QuantizeConfig
 from optimize.data import Arrays
-from optimize.evaluate import accuracy, session
+from optimize.evaluate import accuracy, benchmark, session
 
 METHODS = {
     "minmax": CalibrationMethod.MinMax,
@@ -56,22 +59,30 @@ TARGET_SETTINGS = {
 class ArrayReader(CalibrationDataReader):
     """Feeds preprocessed images to the calibrator in equal batches of at most 32.
 
-    Equal, because ORT's histogram calibrators stack the batches of each tensor.
+    Equal, because ORT's histogram calibrators stack the batches of each tensor. Ranges
+    (`set_range`) let the calibrator take one batch at a time: it keeps every activation of
+    what it is given, which for 512 images of a 224 px CNN would be over 10 GB.
     """
 
     def __init__(self, x: np.ndarray, input_name: str):
-        self.x, self.input_name, self.pos = x, input_name, 0
+        self.x, self.input_name, self.pos, self.end = x, input_name, 0, len(x)
         self.batch_size = max(b for b in range(1, min(32, len(x)) + 1) if len(x) % b == 0)
 
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.pos, self.end = start_index, end_index
+
     def get_next(self) -> dict | None:
-        if self.pos >= len(self.x):
+        if self.pos >= self.end:
             return None
-        batch = self.x[self.pos : self.pos + self.batch_size]
+        batch = self.x[self.pos : min(self.pos + self.batch_size, self.end)]
         self.pos += self.batch_size
         return {self.input_name: np.ascontiguousarray(batch)}
 
     def rewind(self) -> None:
-        self.pos = 0
+        self.pos, self.end = 0, len(self.x)
 
 
 def preprocess(fp32: Path, out: Path) -> Path:
@@ -80,32 +91,55 @@ def preprocess(fp32: Path, out: Path) -> Path:
     return out
 
 
-def stem_convs(model_path: Path) -> list[str]:
-    """Convolutions fed by the model input (1-3 channels): ORT's int8 kernel is slow there."""
+def stem_nodes(model_path: Path) -> list[str]:
+    """The conv fed by the model input (1-3 channels; ORT's int8 kernel is slow there), and
+    the Pad in front of it where the model pads like TensorFlow ("SAME")."""
     graph = onnx.load(str(model_path)).graph
-    inputs = {i.name for i in graph.input}
-    return [n.name for n in graph.node if n.op_type == "Conv" and n.input[0] in inputs]
+    fed = {i.name for i in graph.input}
+    pads = [n for n in graph.node if n.op_type == "Pad" and n.input[0] in fed]
+    fed |= {n.output[0] for n in pads}
+    return [n.name for n in pads] + [
+        n.name for n in graph.node if n.op_type == "Conv" and n.input[0] in fed
+    ]
+
+
+@dataclass
+class Calibration:
+    """What every quantization of one FP32 model shares: its data and cached ranges."""
+
+    pre: Path  # the pre-processed FP32 model
+    images: np.ndarray
+    input_name: str
+    work: Path  # where the range caches (one per method) live
+
+    def cache(self, method: str) -> Path:
+        # Ranges are raw min/max or histograms: both targets reuse them.
+        return self.work / f"{self.pre.stem}.{method}.calibration.json"
 
 
 def quantize(
-    pre: Path,
+    cal: Calibration,
     out: Path,
     target: str,
     method: str,
-    calibration: np.ndarray,
-    input_name: str,
     cfg: QuantizeConfig,
+    nodes_to_exclude: list[str] | None = None,
+    nodes_to_quantize: list[str] | None = None,
 ) -> Path:
     settings = TARGET_SETTINGS[target]
-    extra = dict(settings["extra_options"])
+    reader = ArrayReader(cal.images, cal.input_name)
+    # One batch per collection pass (ORT's name says MinMax; every calibrator honours it).
+    extra = {**settings["extra_options"], "CalibStridedMinMax": reader.batch_size}
     if method == "percentile":
         extra["CalibPercentile"] = cfg.percentile
-    float_stem = cfg.float_stem and target == "cpu"
+    if nodes_to_exclude is None and cfg.float_stem and target == "cpu":
+        nodes_to_exclude = stem_nodes(cal.pre)
     quantize_static(
-        str(pre),
+        str(cal.pre),
         str(out),
-        ArrayReader(calibration, input_name),
-        nodes_to_exclude=stem_convs(pre) if float_stem else None,
+        reader,
+        nodes_to_exclude=nodes_to_exclude,
+        nodes_to_quantize=nodes_to_quantize,
         quant_format=QuantFormat.QDQ,
         per_channel=True,
         reduce_range=cfg.reduce_range and target == "cpu",
@@ -113,26 +147,28 @@ def quantize(
         weight_type=QuantType.QInt8,
         calibrate_method=METHODS[method],
         extra_options=extra,
+        calibration_cache_path=cal.cache(method),
     )
     return out
 
 
 def quantize_best(
-    pre: Path,
+    cal: Calibration,
     out: Path,
     target: str,
-    calibration: np.ndarray,
     selection: Arrays,
-    input_name: str,
+    fp32_val_top1: float,
+    max_drop: float,
     cfg: QuantizeConfig,
     threads: int,
 ) -> dict:
-    """Quantize with every calibration method; keep the one with the best validation top-1."""
+    """Quantize with every calibration method and keep the best on validation; when that
+    misses the budget (max_drop - fallback_margin points), fall back per layer group."""
     tried = {}
     for method in cfg.methods:
         candidate = out.with_name(f"{out.stem}.{method}{out.suffix}")
         start = time.perf_counter()
-        quantize(pre, candidate, target, method, calibration, input_name, cfg)
+        quantize(cal, candidate, target, method, cfg)
         top1 = accuracy(session(candidate, threads), selection.x, selection.y)["top1"]
         tried[method] = {
             "val_top1": round(top1, 4),
@@ -146,4 +182,46 @@ def quantize_best(
             candidate.replace(out)
         else:
             candidate.unlink()
-    return {"method": best, "methods": tried, "val_images": len(selection.y)}
+    record = {"method": best, "methods": tried, "val_images": len(selection.y),
+              "fp32_val_top1": round(fp32_val_top1, 4)}  # fmt: skip
+    budget = max_drop - cfg.fallback_margin
+    if cfg.fallback and 100 * (fp32_val_top1 - tried[best]["val_top1"]) > budget:
+        print(f"  {out.stem} [{target}]: val drop > {budget:.2f} points, per-layer fallback")
+        record["fallback"] = layer_fallback(cal, out, target, best, selection, fp32_val_top1,
+                                            budget, cfg, threads)  # fmt: skip
+    return record
+
+
+def layer_fallback(
+    cal: Calibration,
+    out: Path,
+    target: str,
+    method: str,
+    selection: Arrays,
+    fp32_val_top1: float,
+    budget: float,
+    cfg: QuantizeConfig,
+    threads: int,
+) -> dict:
+    """fallback.fall_back with this target's quantizer; times every step, keeps the last."""
+    stem = stem_nodes(cal.pre) if cfg.float_stem and target == "cpu" else []
+    work = out.parent / f"{out.stem}.fallback"
+    work.mkdir()
+
+    def quantizer(path: Path, nodes_to_exclude=None, nodes_to_quantize=None) -> Path:
+        return quantize(cal, path, target, method, cfg, nodes_to_exclude, nodes_to_quantize)
+
+    quantized_top1 = accuracy(session(out, threads), selection.x, selection.y)["top1"]
+    record = fallback.fall_back(
+        cal.pre, quantized_top1, fp32_val_top1, budget, quantizer, selection,
+        cfg.sensitivity_images, work, threads, stem,
+    )  # fmt: skip
+    paths = {"0": out, **{str(k): work / s["file"] for k, s in enumerate(record["steps"]) if k}}
+    timing = benchmark(paths, selection.x, BenchConfig(threads=threads, rounds=2, seconds=0.2,
+                                                       warmup=3))  # fmt: skip
+    for k, step in enumerate(record["steps"]):
+        step["throughput_bs8"] = timing[str(k)]["throughput_bs8"]
+    if record.pop("path") is not None:
+        paths[str(len(record["steps"]) - 1)].replace(out)
+    shutil.rmtree(work)
+    return record

@@ -91,7 +91,71 @@ def markdown(report: dict) -> str:
     lines.append(
         "- Seconds per step: " + ", ".join(f"{k} {v}" for k, v in report["seconds"].items())
     )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + fallback_section(report) + precision_section(report)) + "\n"
+
+
+def fallback_section(report: dict) -> list[str]:
+    """Per variant that missed the budget: the groups sent back to FP32, step by step."""
+    lines = []
+    for name, q in report["calibration"].items():
+        fb = q.get("fallback")
+        if not fb:
+            continue
+        lines += [
+            "",
+            f"## Per-layer fallback: `{name}`",
+            "",
+            f"All-INT8 missed the budget on validation ({q['val_images']} images, FP32 "
+            f"{q['fp32_val_top1']:.2%}); groups went back to FP32 most sensitive first (mean KL "
+            f"from FP32 with only that group quantized, {fb['sensitivity_images']} images) "
+            f"until the drop was <= {fb['budget_points']:.2f} points"
+            + ("." if fb["met"] else ": **not reached even with every group in FP32**."),
+            "",
+            "| step | groups in FP32 | val top-1 | drop (pts) | bs8 img/s |",
+            "|---|---|---|---|---|",
+        ]
+        for k, step in enumerate(fb["steps"]):
+            kept = ", ".join(f"`{g}`" for g in step["fp32_groups"]) or "none (all INT8)"
+            lines.append(f"| {k} | {kept} | {step['val_top1']:.2%} | {step['drop']:+.2f} | "
+                         f"{step['throughput_bs8']:,.0f} |")  # fmt: skip
+    return lines
+
+
+def precision_section(report: dict) -> list[str]:
+    """Every weight layer's precision in every INT8 variant (picture: optimize_layers.png)."""
+    layers = report.get("layers") or {}
+    if not layers:
+        return []
+    names = list(layers)
+    lines = ["", "## Layer precision (INT8 variants)", "",
+             "| layer | op | " + " | ".join(f"`{n}`" for n in names) + " |",
+             "|---|---|" + "---|" * len(names)]  # fmt: skip
+    by_variant = [{row["layer"]: row["precision"] for row in layers[n]} for n in names]
+    for row in layers[names[0]]:
+        cells = [p.get(row["layer"], "-") for p in by_variant]
+        cells = [f"**{c}**" if c == "fp32" else c for c in cells]
+        lines.append(f"| `{row['layer']}` | {row['op']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def plot_layers(report: dict, path: Path) -> Path:
+    """A strip per INT8 variant, one cell per weight layer: green INT8, orange FP32."""
+    layers = report["layers"]
+    names = list(layers)
+    order = [row["layer"] for row in layers[names[0]]]
+    grid = [[1.0 if {r["layer"]: r["precision"] for r in layers[n]}.get(layer) == "fp32" else 0.0
+             for layer in order] for n in names]  # fmt: skip
+    fig, ax = plt.subplots(figsize=(max(6, 0.16 * len(order)), 0.5 * len(names) + 1.6))
+    ax.imshow(grid, cmap=matplotlib.colors.ListedColormap(["tab:green", "tab:orange"]),
+              vmin=0, vmax=1, aspect="auto")  # fmt: skip
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    step = max(1, len(order) // 40)
+    ax.set_xticks(range(0, len(order), step), order[::step], rotation=90, fontsize=6)
+    ax.set_title(f"{report['model']}: weight layers in INT8 (green) and FP32 (orange)", fontsize=9)
+    with staged_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def plot(variants: list[dict], path: Path, title: str, max_drop: float) -> Path:
@@ -133,6 +197,7 @@ def write_reports(run_dir: Path, report: dict) -> list[Path]:
             report["model"],
             report["max_accuracy_drop"],
         ),
+        *([plot_layers(report, run_dir / "optimize_layers.png")] if report.get("layers") else []),
     ]
 
 

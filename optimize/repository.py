@@ -5,6 +5,9 @@ Layout per model: `config.pbtxt`, `labels.txt` (Triton's classification extensio
 native backend and the project's Python backend of that name both serve them. The TensorRT
 model `<name>_trt/` also carries `model_qdq.onnx`, the explicit-INT8 graph a GPU host turns
 into `1/model.plan` (`python -m optimize.tensorrt`); until then it has no version folder.
+
+Several runs share one repository (`default*` from `make demo`, `photo224*` from
+`make demo-photo`): writing a run replaces that run's models and keeps every other one.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from contract import ModelSpec, save_spec
+from tritonclient.grpc import model_config_pb2 as mc
+
+from contract import ModelSpec, SpecError, load_spec, save_spec
 from contract.atomic import staged_dir
 from optimize.config import OptimizeError, RepositoryConfig
-from serve.repository import RepositoryError, add_preprocess_and_ensemble
+from serve.repository import RepositoryError, add_preprocess_and_ensemble, config_text
 
 
 @dataclass
@@ -27,58 +32,34 @@ class RepoModel:
     plan: Path | None = None  # built TensorRT engine, when a GPU was present
 
 
-def config_pbtxt(model: RepoModel, spec: ModelSpec, cfg: RepositoryConfig) -> str:
-    dims = ", ".join(str(d) for d in (spec.channels, spec.height, spec.width))
-    preferred = (
-        f"  preferred_batch_size: [ {', '.join(str(b) for b in cfg.preferred_batch_size)} ]\n"
-        if cfg.preferred_batch_size
-        else ""
-    )
+def model_config(model: RepoModel, spec: ModelSpec, cfg: RepositoryConfig) -> mc.ModelConfig:
+    gpu = mc.ModelInstanceGroup.KIND_GPU
+    cpu = mc.ModelInstanceGroup.KIND_CPU
+    config = mc.ModelConfig(
+        name=model.name,
+        max_batch_size=cfg.max_batch_size,
+        input=[{"name": spec.input_name, "data_type": mc.TYPE_FP32,
+                "dims": [spec.channels, spec.height, spec.width]}],
+        output=[{"name": spec.output_name, "data_type": mc.TYPE_FP32,
+                 "dims": [spec.num_classes], "label_filename": "labels.txt"}],
+        dynamic_batching={"preferred_batch_size": cfg.preferred_batch_size,
+                          "max_queue_delay_microseconds": cfg.max_queue_delay_microseconds},
+        instance_group=[{"count": cfg.instances, "kind": gpu if model.tensorrt else cpu}],
+    )  # fmt: skip
     if model.tensorrt:
-        runtime, kind, params = 'platform: "tensorrt_plan"', "KIND_GPU", ""
-    else:
-        runtime, kind = 'backend: "onnxruntime"', "KIND_CPU"
-        params = "".join(
-            f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n'
-            for key, value in (
-                ("intra_op_thread_count", cfg.intra_op_threads),
-                ("inter_op_thread_count", cfg.inter_op_threads),
-            )
-        )
-    return f"""name: "{model.name}"
-{runtime}
-max_batch_size: {cfg.max_batch_size}
-input [
-  {{
-    name: "{spec.input_name}"
-    data_type: TYPE_FP32
-    dims: [ {dims} ]
-  }}
-]
-output [
-  {{
-    name: "{spec.output_name}"
-    data_type: TYPE_FP32
-    dims: [ {spec.num_classes} ]
-    label_filename: "labels.txt"
-  }}
-]
-dynamic_batching {{
-{preferred}  max_queue_delay_microseconds: {cfg.max_queue_delay_microseconds}
-}}
-instance_group [
-  {{
-    count: {cfg.instances}
-    kind: {kind}
-  }}
-]
-{params}"""
+        config.platform = "tensorrt_plan"
+        return config
+    config.backend = "onnxruntime"
+    for key, value in (("intra_op_thread_count", cfg.intra_op_threads),
+                       ("inter_op_thread_count", cfg.inter_op_threads)):  # fmt: skip
+        config.parameters[key].string_value = str(value)
+    return config
 
 
 def write_model(root: Path, model: RepoModel, spec: ModelSpec, cfg: RepositoryConfig) -> None:
     folder = root / model.name
     folder.mkdir()
-    (folder / "config.pbtxt").write_text(config_pbtxt(model, spec, cfg))
+    (folder / "config.pbtxt").write_text(config_text(model_config(model, spec, cfg)))
     (folder / "labels.txt").write_text("".join(f"{label}\n" for label in spec.labels))
     save_spec(spec, folder / "model_spec.json")
     if model.tensorrt:
@@ -99,6 +80,26 @@ def add_ensemble(root: Path, spec: ModelSpec, classifier: str, max_batch_size: i
         raise OptimizeError(f"serve.repository: {e}") from None
 
 
+def owner(folder: Path) -> str | None:
+    """The run a model folder belongs to: the name in its model_spec.json (the ensemble has
+    none: it is the folder named after the run), or None for a model we did not write."""
+    try:
+        return load_spec(folder / "model_spec.json").name
+    except SpecError:
+        return None
+
+
+def others(path: Path, spec: ModelSpec) -> list[Path]:
+    """Model folders in `path` that another run (or the operator) put there."""
+    if not path.is_dir():
+        return []
+    return [
+        folder
+        for folder in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if folder.name != spec.name and owner(folder) != spec.name
+    ]
+
+
 def write_repository(
     path: Path,
     models: list[RepoModel],
@@ -106,11 +107,17 @@ def write_repository(
     cfg: RepositoryConfig,
     ensemble_classifier: str | None,
 ) -> list[str]:
-    """Build the whole repository beside `path`; the old one stays until the swap."""
+    """Build the whole repository beside `path` (this run's models new, the others copied);
+    the old one stays until the swap."""
+    kept = others(path, spec)
     with staged_dir(path) as tmp:
+        for folder in kept:
+            shutil.copytree(folder, tmp / folder.name, symlinks=True)
         for model in models:
             write_model(tmp, model, spec, cfg)
         names = [m.name for m in models]
         if ensemble_classifier is not None:
             names += add_ensemble(tmp, spec, ensemble_classifier, cfg.max_batch_size)
+    if kept:
+        print(f"  kept the repository's other models: {', '.join(f.name for f in kept)}")
     return names

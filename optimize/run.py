@@ -11,6 +11,7 @@ import contextlib
 import copy
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -27,11 +28,13 @@ from optimize.config import OptimizeConfig, OptimizeError
 from optimize.data import OptimizeData, load_data
 from optimize.evaluate import accuracy, benchmark, session
 from optimize.export import export_onnx, parity
-from optimize.quantize import preprocess, quantize_best
+from optimize.fallback import layer_precisions
+from optimize.quantize import Calibration, preprocess, quantize_best
 from optimize.report import print_summary, write_reports
 from optimize.repository import RepoModel, write_repository
 from optimize.tensorrt import try_build
 from optimize.variants import Variant, best_cpu, gate, int8_name, rows
+from train import distributed
 from train.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
 from train.config import TrainConfig
 
@@ -43,7 +46,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m optimize",
         description="Prune, quantize and package a trained run as a Triton model repository.",
     )
-    p.add_argument("--run", required=True, type=Path, help="run folder of the train stage")
+    # --run-dir: under torchrun, whose own parser reads `--run` as its ambiguous `--run-path`.
+    p.add_argument(
+        "--run", "--run-dir", required=True, type=Path, help="run folder of the train stage"
+    )
     p.add_argument("--config", default="configs/optimize.yaml", help="YAML config file")
     p.add_argument("overrides", nargs="*", help="config overrides as key.sub=value")
     return p.parse_args(argv)
@@ -108,20 +114,25 @@ def quantize_variants(models: dict, work: Path, data: OptimizeData, spec, cfg: O
     variants = [Variant(n, "cpu", "fp32", n == "pruned", work / f"model_{n}.onnx") for n in models]
     choices = {}
     for source in models:
-        pre = preprocess(work / f"model_{source}.onnx", work / f"model_{source}.pre.onnx")
+        fp32 = work / f"model_{source}.onnx"
+        cal = Calibration(preprocess(fp32, work / f"model_{source}.pre.onnx"), data.calibration,
+                          spec.input_name, work)  # fmt: skip
+        fp32_val = accuracy(session(fp32, cfg.threads), data.selection.x, data.selection.y)
         for target in cfg.quantize.targets:
             name = int8_name(source, target)
             out = work / f"model_{name}.onnx"
             choices[name] = quantize_best(
-                pre, out, target, data.calibration, data.selection, spec.input_name,
-                cfg.quantize, cfg.bench.threads,
+                cal, out, target, data.selection, fp32_val["top1"], cfg.max_accuracy_drop,
+                cfg.quantize, cfg.threads,
             )  # fmt: skip
             variants.append(Variant(name, target, "int8", source == "pruned", out))
-        pre.unlink()
+        for leftover in [cal.pre, *work.glob(f"{cal.pre.stem}.*.calibration.json")]:
+            leftover.unlink()
     return variants, choices
 
 
 def evaluate_variants(variants: list[Variant], data: OptimizeData, threads: int) -> dict:
+    """Test-split accuracy of every variant (threads only change speed, not the answers)."""
     results = {}
     for v in variants:
         results[v.name] = accuracy(session(v.path, threads), data.test.x, data.test.y, v.name)
@@ -178,6 +189,11 @@ def run(run_dir: Path, cfg: OptimizeConfig) -> dict:
             f"  train subset {len(data.train)}, calibration {len(data.calibration)}, "
             f"selection {len(data.selection.y)}, test {len(data.test.y)}"
         )
+    if not distributed.is_main():  # under torchrun, ranks > 0 only share the fine-tune
+        if cfg.prune.enabled:
+            with tempfile.TemporaryDirectory() as scratch:
+                prune_and_finetune(model, spec, data, cfg, Path(scratch))
+        return {}
     with staged_dir(run_dir / "optimize") as work:
         with step(seconds, "export", 2, f"exporting FP32 ONNX (opset {cfg.export.opset})"):
             models = {"fp32": model}
@@ -192,7 +208,7 @@ def run(run_dir: Path, cfg: OptimizeConfig) -> dict:
         with step(seconds, "quantize", 4, f"INT8 quantization for {cfg.quantize.targets}"):
             variants, calibration = quantize_variants(models, work, data, spec, cfg)
         with step(seconds, "evaluate", 5, f"evaluating on {len(data.test.y)} test images"):
-            results = evaluate_variants(variants, data, cfg.bench.threads)
+            results = evaluate_variants(variants, data, cfg.threads)
             gate(variants, results, cfg.max_accuracy_drop, spec)
         with step(seconds, "benchmark", 6, f"timing ({cfg.bench.threads} ORT thread(s))"):
             timings = benchmark({v.name: v.path for v in variants}, data.test.x, cfg.bench)
@@ -215,6 +231,8 @@ def run(run_dir: Path, cfg: OptimizeConfig) -> dict:
             "export": {"opset": cfg.export.opset, "max_abs_diff": diffs},
             "prune": prune_record,
             "calibration": calibration,
+            "layers": {v.name: layer_precisions(v.path) for v in variants
+                       if v.precision == "int8"},
             "calibration_images": len(data.calibration),
             "tensorrt": tensorrt,
             "repository": {"path": cfg.repository.path, "models": names},
@@ -235,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
+        distributed.init()  # `torchrun -m optimize`: the fine-tune runs on every process
         args = parse_args(argv)
         cfg = load_config(OptimizeConfig, args.config, args.overrides).validate()
         run(args.run, cfg)
@@ -245,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: the previous outputs are untouched", file=sys.stderr)
         return 130
     finally:
+        distributed.shutdown()
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
     return 0

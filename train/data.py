@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm import tqdm
 
 from contract import ImageError, ModelSpec, load_image, preprocess
+from train import distributed
 from train.config import DataConfig
 
 SPLITS = ("train", "val", "test")
@@ -181,8 +182,9 @@ def load_split(
     per_image = spec.channels * spec.height * spec.width * 4
     keep_cache = per_image * len(split.files) <= cache_max_mb * 2**20
     arrays, files, labels, skipped = [], [], [], []
+    quiet = not distributed.is_main()
     for f, y in zip(
-        tqdm(split.files, desc=f"reading {name}", unit="img", leave=False),
+        tqdm(split.files, desc=f"reading {name}", unit="img", leave=False, disable=quiet),
         split.labels,
         strict=True,
     ):
@@ -212,14 +214,23 @@ def make_loader(
     seed: int,
     weighted: bool = False,
     num_classes: int = 0,
+    *,
+    shard: bool = False,
 ) -> DataLoader:
+    """`shard`: under torchrun each rank loads its part (train.distributed) of a global batch
+    of `batch_size`; without a process group it changes nothing."""
     generator = torch.Generator().manual_seed(seed)
-    sampler = None
+    sampler, weights = None, None
     if weighted:
         counts = class_counts(ds.labels, num_classes)
         weights = (1.0 / np.maximum(counts, 1))[ds.labels]
         sampler = WeightedRandomSampler(weights.tolist(), len(ds), generator=generator)
         shuffle = False
+    if shard and distributed.active():
+        sampler = distributed.sampler(
+            len(ds), train=shuffle or weighted, seed=seed, weights=weights
+        )
+        shuffle, batch_size = False, distributed.local_batch(batch_size)
     return DataLoader(
         ds,
         batch_size=batch_size,

@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from train import distributed
 from train.config import AugmentConfig, EarlyStopConfig, OptimConfig
 from train.metrics import classification_metrics
 
@@ -28,12 +29,24 @@ class FitState:
     history: list[dict] = field(default_factory=list)
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
+    """The head at `lr`; with backbone_lr_scale < 1 the pretrained rest moves more slowly."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.backbone_lr_scale == 1.0:
+        return [{"params": params, "lr": cfg.lr}]
+    head = set(map(id, model.get_classifier().parameters()))
+    return [
+        {"params": [p for p in params if id(p) in head], "lr": cfg.lr},
+        {"params": [p for p in params if id(p) not in head], "lr": cfg.lr * cfg.backbone_lr_scale},
+    ]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(
-        params,
+        groups,
         lr=cfg.lr,
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
@@ -47,8 +60,9 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoc
     if cfg.schedule == "onecycle":
         # OneCycleLR divides by the warm-up length in steps: keep it >= 2 on tiny runs.
         pct = min(max(cfg.warmup_fraction, 2.5 / total), 0.5)
+        peaks = [group["lr"] for group in opt.param_groups]
         return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg.lr, total_steps=max(total, 5), pct_start=pct
+            opt, max_lr=peaks, total_steps=max(total, 5), pct_start=pct
         ), True
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total), True
@@ -98,13 +112,15 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> 
 
 @torch.no_grad()
 def predict(model: nn.Module, loader: DataLoader, desc: str = "eval") -> tuple:
-    """Logits and labels for a whole loader, in eval mode."""
+    """Logits and labels for a whole loader, in eval mode (all ranks' shards, in order)."""
     model.eval()
     logits, labels = [], []
-    for x, y in tqdm(loader, desc=desc, unit="batch", leave=False):
-        logits.append(model(x.contiguous(memory_format=torch.channels_last)).float().numpy())
+    quiet = not distributed.is_main()
+    for x, y in tqdm(loader, desc=desc, unit="batch", leave=False, disable=quiet):
+        x = x.to(distributed.device()).contiguous(memory_format=torch.channels_last)
+        logits.append(model(x).float().cpu().numpy())
         labels.append(y.numpy())
-    return np.concatenate(logits), np.concatenate(labels)
+    return distributed.gather(np.concatenate(logits)), distributed.gather(np.concatenate(labels))
 
 
 def evaluate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, desc: str = "eval") -> dict:
@@ -127,11 +143,12 @@ def train_one_epoch(
 ) -> float:
     model.train()
     total, count = 0.0, 0
-    bar = tqdm(loader, desc=desc, unit="batch", leave=False)
+    dev = distributed.device()
+    bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=not distributed.is_main())
     for x, y in bar:
         if augment.enabled:
             x = augment_batch(x, augment, gen)
-        x = x.contiguous(memory_format=torch.channels_last)
+        x, y = x.to(dev).contiguous(memory_format=torch.channels_last), y.to(dev)
         loss = loss_fn(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -141,6 +158,7 @@ def train_one_epoch(
         total += loss.item() * len(y)
         count += len(y)
         bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
+    total, count = distributed.all_sum(total, count)
     return total / max(count, 1)
 
 
@@ -163,26 +181,37 @@ def fit(
     on_epoch_end: Callable[[FitState, bool, dict], None] | None = None,
     log: Callable[[str], None] = print,
 ) -> FitState:
-    """Train for optim_cfg.epochs; `on_epoch_end(state, is_best, resume_blob)` saves."""
+    """Train for optim_cfg.epochs; `on_epoch_end(state, is_best, resume_blob)` saves.
+
+    Under torchrun every rank calls fit alike: the model trains wrapped in
+    DistributedDataParallel and evaluates unwrapped on its shard (see train.distributed).
+    """
     augment = augment or AugmentConfig()
     early_stop = early_stop or EarlyStopConfig()
     loss_fn = loss_fn or nn.CrossEntropyLoss(label_smoothing=optim_cfg.label_smoothing)
     eval_loss = nn.CrossEntropyLoss()
     state = state or FitState()
-    model.to(memory_format=torch.channels_last)
+    model.to(distributed.device(), memory_format=torch.channels_last)
+    loss_fn.to(distributed.device())
+    net = distributed.wrap(model)
     opt = build_optimizer(model, optim_cfg)
     scheduler, per_batch = build_scheduler(opt, optim_cfg, len(train_loader))
     if opt_state:
         opt.load_state_dict(opt_state["optimizer"])
         restore_schedule(scheduler, per_batch, opt_state, state.epoch * len(train_loader))
-    gen = torch.Generator().manual_seed(seed + state.epoch)
+    # Each rank augments its own samples with its own draws; one process: seed + epoch.
+    gen = torch.Generator().manual_seed(
+        (seed + state.epoch) * distributed.world_size() + distributed.rank()
+    )
     for epoch in range(state.epoch + 1, optim_cfg.epochs + 1):
         start = time.perf_counter()
         lr = opt.param_groups[0]["lr"]
         desc = f"epoch {epoch}/{optim_cfg.epochs}"
+        distributed.set_epoch(train_loader, epoch)
         train_loss = train_one_epoch(
-            model, train_loader, opt, scheduler, per_batch, loss_fn, augment, gen, desc
+            net, train_loader, opt, scheduler, per_batch, loss_fn, augment, gen, desc
         )
+        distributed.sync_buffers(model)
         val = evaluate(model, val_loader, eval_loss, desc="validating")
         score = score_of(val, early_stop.metric)
         if scheduler is not None and not per_batch:

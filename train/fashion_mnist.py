@@ -11,6 +11,7 @@ import argparse
 import gzip
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ SOURCE = Path("/usr/share/datasets/fashion-mnist")
 LABELS = ("T-shirt_top", "Trouser", "Pullover", "Dress", "Coat",
           "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")  # fmt: skip
 MARKER = ".dataset.json"
+Saver = Callable[[np.ndarray, Path], None]
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -47,14 +49,19 @@ def cap_per_class(labels: np.ndarray, cap: int | None, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(keep))
 
 
-def write_split(root: Path, name: str, images: np.ndarray, labels: np.ndarray, idx) -> None:
+def save_png(image: np.ndarray, stem: Path) -> None:
+    Image.fromarray(image).save(stem.with_suffix(".png"))
+
+
+def write_split(root: Path, name: str, images, labels, idx, save: Saver) -> None:
     for c in LABELS:
         (root / name / c).mkdir(parents=True)
     for i in tqdm(idx, desc=f"writing {name}", unit="img", leave=False):
-        Image.fromarray(images[i]).save(root / name / LABELS[labels[i]] / f"{i:05d}.png")
+        save(images[i], root / name / LABELS[labels[i]] / f"{i:05d}")
 
 
-def build(out: Path, params: dict, source: Path = SOURCE) -> None:
+def build(out: Path, params: dict, source: Path = SOURCE, save: Saver = save_png) -> None:
+    """Write the three splits; `save(image_28x28, path_without_suffix)` writes one image."""
     train_x = read_idx(source / "train-images-idx3-ubyte.gz")
     train_y = read_idx(source / "train-labels-idx1-ubyte.gz")
     test_x = read_idx(source / "t10k-images-idx3-ubyte.gz")
@@ -65,21 +72,23 @@ def build(out: Path, params: dict, source: Path = SOURCE) -> None:
     )
     test_idx = cap_per_class(test_y, params["test_per_class"], params["seed"])
     with staged_dir(out) as tmp:
-        write_split(tmp, "train", train_x, train_y, pool[train_part])
-        write_split(tmp, "val", train_x, train_y, pool[val_part])
-        write_split(tmp, "test", test_x, test_y, test_idx)
+        write_split(tmp, "train", train_x, train_y, pool[train_part], save)
+        write_split(tmp, "val", train_x, train_y, pool[val_part], save)
+        write_split(tmp, "test", test_x, test_y, test_idx, save)
         counts = {"train": len(train_part), "val": len(val_part), "test": len(test_idx)}
         (tmp / MARKER).write_text(json.dumps({**params, "counts": counts}, indent=2))
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.fashion_mnist", description=__doc__)
-    p.add_argument("--out", default="data/fashion-mnist", type=Path)
-    p.add_argument("--train-per-class", type=int, help="cap on training images per class")
+def add_arguments(p: argparse.ArgumentParser, out: str) -> None:
+    p.add_argument("--out", default=out, type=Path)
+    p.add_argument("--train-per-class", type=int, help="cap on training+val images per class")
     p.add_argument("--test-per-class", type=int, help="cap on test images per class")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+
+
+def write_dataset(out: Path, params: dict, save: Saver = save_png) -> int:
+    """Build `out` unless its marker says it was built with these params; exit code."""
     if not (SOURCE / "train-images-idx3-ubyte.gz").is_file():
         print(
             f"error: {SOURCE} not found: install the Debian package dataset-fashion-mnist "
@@ -87,25 +96,32 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if not 0 < args.val_fraction < 1:
+    if not 0 < params["val_fraction"] < 1:
         print("error: --val-fraction must be in (0, 1)", file=sys.stderr)
         return 2
+    marker = out / MARKER
+    if marker.is_file():
+        done = json.loads(marker.read_text())
+        if {k: done.get(k) for k in params} == params:
+            print(f"data: {out} is up to date ({done['counts']})")
+            return 0
+    print(f"data: writing Fashion-MNIST as an ImageFolder to {out} ...")
+    build(out, params, save=save)
+    print(f"data: wrote {out} ({json.loads(marker.read_text())['counts']})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m train.fashion_mnist", description=__doc__)
+    add_arguments(p, "data/fashion-mnist")
+    args = p.parse_args(argv)
     params = {
         "train_per_class": args.train_per_class,
         "test_per_class": args.test_per_class,
         "val_fraction": args.val_fraction,
         "seed": args.seed,
     }
-    marker = args.out / MARKER
-    if marker.is_file():
-        done = json.loads(marker.read_text())
-        if {k: done.get(k) for k in params} == params:
-            print(f"data: {args.out} is up to date ({done['counts']})")
-            return 0
-    print(f"data: writing Fashion-MNIST as an ImageFolder to {args.out} ...")
-    build(args.out, params)
-    print(f"data: wrote {args.out} ({json.loads(marker.read_text())['counts']})")
-    return 0
+    return write_dataset(args.out, params)
 
 
 if __name__ == "__main__":

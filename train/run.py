@@ -6,7 +6,7 @@ import argparse
 import random
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ from torch import nn
 from contract import ModelSpec, SpecError, load_spec, save_spec
 from contract.atomic import atomic_write_json
 from contract.config import ConfigError, load_config, to_dict
+from train import distributed
 from train.checkpoint import (
     CheckpointError,
     load_matching,
@@ -37,6 +38,7 @@ from train.data import (
 from train.engine import FitState, fit, predict
 from train.metrics import classification_metrics
 from train.models import create_model
+from train.models.pretrained import load_pretrained, weights_for
 from train.plots import plot_confusion, plot_curves
 
 
@@ -50,6 +52,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--name", help="run name: outputs go to runs/<name>/")
     p.add_argument("--arch", help="model architecture (overrides model.arch)")
     p.add_argument("--epochs", type=int, help="overrides optim.epochs")
+    p.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="start from the architecture's packaged ImageNet weights",
+    )
     p.add_argument("--init-from", help="checkpoint or state_dict for transfer learning")
     p.add_argument("--freeze-backbone", action="store_true", help="train only the head")
     p.add_argument("--resume", action="store_true", help="continue runs/<name>/last.pt")
@@ -69,6 +76,8 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     for attr, key in flag_keys.items():
         if getattr(args, attr) is not None:
             overrides.append(f"{key}={getattr(args, attr)}")
+    if args.pretrained:
+        overrides.append("model.pretrained=true")
     if args.freeze_backbone:
         overrides.append("model.freeze_backbone=true")
     if args.resume:
@@ -98,7 +107,10 @@ def build_spec(cfg: TrainConfig, classes: list[str], train_files: list[Path]) ->
         resize_policy=d.resize_policy,
         resize_scale=d.resize_scale,
     )
-    if d.mean is not None and d.std is not None:
+    if cfg.model.pretrained:
+        w = weights_for(cfg.model.arch)
+        mean, std = (w.mean,) * channels, (w.std,) * channels
+    elif d.mean is not None and d.std is not None:
         mean, std = tuple(d.mean), tuple(d.std)
     else:
         print("measuring mean/std on the training split ...")
@@ -106,20 +118,33 @@ def build_spec(cfg: TrainConfig, classes: list[str], train_files: list[Path]) ->
     return ModelSpec(**{**spec.__dict__, "mean": mean, "std": std}).validate()
 
 
-def apply_init(model: nn.Module, cfg: TrainConfig, init_blob: dict | None) -> None:
-    if init_blob is not None:
-        loaded, skipped = load_matching(model, state_dict_of(init_blob))
-        print(
-            f"init-from {cfg.model.init_from}: loaded {len(loaded)} tensors, "
-            f"kept {len(skipped)} fresh" + (f" ({', '.join(skipped[:6])}...)" if skipped else "")
-        )
+def apply_init(model: nn.Module, cfg: TrainConfig, init_blob: dict | None) -> dict | None:
+    """Load the starting weights, if any; returns the record kept in the run's JSON files."""
+    record = None
+    if cfg.model.pretrained:
+        record = load_pretrained(model, cfg.model.arch)
+        what = f"pretrained {record['weights']} ({record['package']})"
+    elif init_blob is not None:
+        loaded, fresh, adapted = load_matching(model, state_dict_of(init_blob))
         if not loaded:
             raise CheckpointError(f"{cfg.model.init_from}: no tensor matches {cfg.model.arch}")
+        record = {"weights": Path(cfg.model.init_from).name, "tensors_loaded": len(loaded),
+                  "tensors_fresh": fresh, "summed_over_rgb": adapted}  # fmt: skip
+        what = f"init-from {cfg.model.init_from}"
+    if record is not None:
+        fresh = record["tensors_fresh"]
+        print(
+            f"{what}: loaded {record['tensors_loaded']} tensors, kept {len(fresh)} fresh"
+            + (f" ({', '.join(fresh[:6])})" if fresh else "")
+            + (f", summed over RGB for gray input: {record['summed_over_rgb']}"
+               if record["summed_over_rgb"] else "")
+        )  # fmt: skip
     if cfg.model.freeze_backbone:
         head = set(map(id, model.get_classifier().parameters()))
         for p in model.parameters():
             p.requires_grad = id(p) in head
         print("backbone frozen: training the classifier head only")
+    return record
 
 
 def make_loss(cfg: TrainConfig, train_labels: list[int], num_classes: int) -> nn.Module:
@@ -170,6 +195,8 @@ def checkpoint_writer(out: Path, model: nn.Module, cfg: TrainConfig, spec: Model
     base = {"arch": spec.arch, "config": to_dict(cfg), "spec": spec.to_dict()}
 
     def on_epoch_end(state: FitState, is_best: bool, opt_state: dict) -> None:
+        if not distributed.is_main():
+            return
         weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if is_best:
             best = {**base, "state_dict": weights, "epoch": state.epoch}
@@ -198,17 +225,20 @@ def run(cfg: TrainConfig) -> dict:
         state, opt_state = FitState(**resume_blob["fit_state"]), resume_blob["opt_state"]
         print(f"resuming {out} after epoch {state.epoch}")
     else:
-        apply_init(model, cfg, init_blob)
+        init = apply_init(model, cfg, init_blob)
+        if init is not None:
+            spec = replace(spec, extra={**spec.extra, "init": init})
 
     workers, n_cls = cfg.data.workers, spec.num_classes
     loaders = {
         "train": make_loader(datasets["train"], cfg.optim.batch_size, True, workers, cfg.seed,
-                             cfg.imbalance.weighted_sampler, n_cls),
-        "val": make_loader(datasets["val"], 256, False, workers, cfg.seed),
-        "test": make_loader(datasets["test"], 256, False, workers, cfg.seed),
+                             cfg.imbalance.weighted_sampler, n_cls, shard=True),
+        "val": make_loader(datasets["val"], 256, False, workers, cfg.seed, shard=True),
+        "test": make_loader(datasets["test"], 256, False, workers, cfg.seed, shard=True),
     }  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    save_spec(spec, out / "model_spec.json")
+    if distributed.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        save_spec(spec, out / "model_spec.json")
     print(f"training {cfg.optim.epochs} epochs, batch {cfg.optim.batch_size}, "
           f"{torch.get_num_threads()} threads")  # fmt: skip
     start = time.perf_counter()
@@ -221,12 +251,15 @@ def run(cfg: TrainConfig) -> dict:
     train_seconds = time.perf_counter() - start
     if resume_blob is not None:
         train_seconds += sum(h["seconds"] for h in resume_blob["fit_state"]["history"])
+    distributed.barrier()  # rank 0 has written checkpoint.pt
     model.load_state_dict(read_checkpoint(out / "checkpoint.pt")["state_dict"])
     metrics = evaluate_run(cfg, spec, model, loaders)
     metrics.update(train_seconds=round(train_seconds, 2), epochs_run=state.epoch,
                    best_epoch=state.best_epoch, history=state.history,
-                   skipped_files=len(skipped))  # fmt: skip
-    write_reports(out, cfg, spec, metrics)
+                   skipped_files=len(skipped), init=spec.extra.get("init"),
+                   world_size=distributed.world_size())  # fmt: skip
+    if distributed.is_main():
+        write_reports(out, cfg, spec, metrics)
     return metrics
 
 
@@ -258,6 +291,7 @@ def write_reports(out: Path, cfg: TrainConfig, spec: ModelSpec, metrics: dict) -
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        distributed.init()  # under torchrun; one process: nothing
         run(build_config(parse_args(argv)))
     except (ConfigError, DataError, SpecError, CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -266,4 +300,6 @@ def main(argv: list[str] | None = None) -> int:
         msg = "interrupted: checkpoint.pt holds the best epoch so far; --resume continues"
         print(msg, file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()
     return 0

@@ -79,7 +79,7 @@ def test_server_flags_are_make_serves_minus_the_local_backend(repo, tmp_path):
         if not flag.startswith("--backend-directory=") and flag != "--allow-gpu-metrics=false"
     ]
     assert sorted(ours) == sorted(expected)
-    assert "skipping tiny_trt: no TensorRT plan" in result.stderr
+    assert result.stderr == ""  # build_plans, not server_args, says why tiny_trt is left out
 
 
 def test_a_built_plan_is_loaded(repo):
@@ -89,9 +89,15 @@ def test_a_built_plan_is_loaded(repo):
     assert result.stdout.split() == ["tiny_fp32", "tiny_int8", "tiny_trt"]
 
 
-def test_without_a_gpu_the_trt_model_is_left_out_and_the_rest_served(repo):
-    """The whole entrypoint with the real optimize.tensorrt CLI; tritonserver replaced by echo."""
-    result = subprocess.run(
+def run_entrypoint(repo: Path, fake_gpu: Path | None = None) -> subprocess.CompletedProcess:
+    """The whole entrypoint, tritonserver replaced by echo. `fake_gpu`: a folder with stand-ins
+    for nvidia-smi and the tensorrt module, so the entrypoint believes it is on a GPU host."""
+    path = [str(Path(sys.executable).parent), os.environ["PATH"]]
+    pythonpath = [str(PROJECT_ROOT)]
+    if fake_gpu is not None:
+        path.insert(0, str(fake_gpu))
+        pythonpath.append(str(fake_gpu))
+    return subprocess.run(
         [str(ENTRYPOINT), "--log-verbose=1"],
         capture_output=True,
         text=True,
@@ -101,10 +107,15 @@ def test_without_a_gpu_the_trt_model_is_left_out_and_the_rest_served(repo):
             "MODEL_REPO": str(repo),
             "TRITONSERVER": "echo",
             "TRITON_ADMIN_KEY": "test-admin-key-0123",
-            "PYTHONPATH": str(PROJECT_ROOT),
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONPATH": os.pathsep.join(pythonpath),
+            "PATH": os.pathsep.join(path),
         },
     )
+
+
+def test_without_a_gpu_one_line_says_so_and_the_rest_is_served(repo):
+    """The cpu overlay of deploy/k8s: same image, no GPU; the start must not fail."""
+    result = run_entrypoint(repo)
     assert result.returncode == 0, result.stderr
     flags = result.stdout.split()
     assert [f for f in flags if f.startswith("--load-model=")] == [
@@ -112,10 +123,30 @@ def test_without_a_gpu_the_trt_model_is_left_out_and_the_rest_served(repo):
         "--load-model=tiny_int8",
     ]
     assert flags[-1] == "--log-verbose=1"
-    assert "cannot build a TensorRT plan here" in result.stderr
-    assert "warning: no TensorRT plan for tiny_trt" in result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == (
+        "entrypoint: no GPU: TensorRT plan build skipped, not loading tiny_trt "
+        "(the CPU variants serve)"
+    )
+    assert len(lines) == 2 and lines[1].startswith("entrypoint: starting tritonserver with:")
     assert "admin-key=<hidden>" in result.stderr and "test-admin-key-0123" not in result.stderr
     assert not (repo / "tiny_trt" / "1" / "model.plan.built-for").exists()
+
+
+def test_on_a_gpu_host_the_plan_build_is_attempted(repo, tmp_path):
+    """With nvidia-smi and tensorrt present the real optimize.tensorrt CLI runs; here it finds
+    no CUDA through torch and fails, which leaves tiny_trt out and the rest served."""
+    fake = tmp_path / "fake-gpu"
+    (fake / "tensorrt").mkdir(parents=True)
+    (fake / "tensorrt" / "__init__.py").write_text("__version__ = '10.5.0'\n")
+    (fake / "nvidia-smi").write_text("#!/bin/sh\necho 'GPU 0: stand-in'\n")
+    (fake / "nvidia-smi").chmod(0o755)
+    result = run_entrypoint(repo, fake)
+    assert result.returncode == 0, result.stderr
+    assert "building " in result.stderr and "tiny_trt/1/model.plan" in result.stderr
+    assert "cannot build a TensorRT plan here: no CUDA device" in result.stderr
+    assert "warning: no TensorRT plan for tiny_trt" in result.stderr
+    assert "--load-model=tiny_trt" not in result.stdout.split()
 
 
 @pytest.mark.parametrize("key", ["short", "has:colon-in-it"])

@@ -103,7 +103,9 @@ def test_gate_refuses_large_drops_and_keeps_one_tensorrt_model(tiny_spec):
 @pytest.mark.slow
 def test_end_to_end_on_the_tiny_run(run_copy, tmp_path, tiny_spec):
     repo = tmp_path / "repo"
-    (repo / "stale_model").mkdir(parents=True)  # replaced whole, not merged into
+    (repo / "other_model").mkdir(parents=True)  # another run's: kept
+    (repo / f"{tiny_spec.name}_stale").mkdir()  # this run's, no longer deployed: removed
+    shutil.copy(run_copy / "model_spec.json", repo / f"{tiny_spec.name}_stale")
     args = [
         "--run",
         str(run_copy),
@@ -143,7 +145,7 @@ def test_end_to_end_on_the_tiny_run(run_copy, tmp_path, tiny_spec):
     n = tiny_spec.name
     models = {p.name for p in repo.iterdir()}
     assert {f"{n}_fp32", f"{n}_int8", f"{n}_pruned", f"{n}_pruned_int8", f"{n}_trt"} <= models
-    assert "stale_model" not in models
+    assert "other_model" in models and f"{n}_stale" not in models
     for config in repo.glob("*/config.pbtxt"):
         text_format.Parse(config.read_text(), model_config_pb2.ModelConfig())
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -71,3 +71,21 @@ def test_finetune_uses_the_train_loop_and_keeps_the_best_epoch(tiny_model, tiny_
     record = pruning.finetune(tiny_model, train, val, FinetuneConfig(epochs=2, batch_size=32), 0)
     assert record["epochs"] == 2 and len(record["history"]) == 2
     assert record["best_val_top1"] == round(max(h["val_top1"] for h in record["history"]), 4)
+
+
+def test_efficientnet_lite0_prunes_through_depthwise_groups(tmp_path):
+    """Depthwise convs lose channels with the convs that feed them; the plan round-trips."""
+    from contract import ModelSpec
+    from train.models import create_model
+
+    spec = ModelSpec(name="lite", arch="efficientnet_lite0", labels=tuple("abcd"),
+                     height=64, width=64, mean=(0.5,) * 3, std=(0.5,) * 3)  # fmt: skip
+    model = create_model("efficientnet_lite0", 4)
+    record = pruning.prune_model(model, spec, PruneConfig(ratio=0.5, iterative_steps=1), [])
+    assert record["macs_after"] < 0.5 * record["macs_before"]
+    depthwise = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    assert depthwise and all(m.groups == m.in_channels == m.out_channels for m in depthwise)
+    assert record["channels"]["_conv_head"] < 1280  # the head conv is pruned, not the classifier
+    assert model.get_classifier().out_features == 4
+    rebuilt = pruning.load_pruned(pruning.save_pruned(tmp_path / "p.pt", model, spec), spec)
+    torch.testing.assert_close(_outputs(rebuilt, spec), _outputs(model, spec))

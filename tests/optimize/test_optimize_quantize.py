@@ -6,7 +6,14 @@ from onnx import numpy_helper
 from optimize.config import QuantizeConfig
 from optimize.data import Arrays
 from optimize.evaluate import predict, session
-from optimize.quantize import ArrayReader, preprocess, quantize, quantize_best, stem_convs
+from optimize.quantize import (
+    ArrayReader,
+    Calibration,
+    preprocess,
+    quantize,
+    quantize_best,
+    stem_nodes,
+)
 
 # A 1-epoch model on 300 images has nearly tied logits, so INT8 rounding flips more of its
 # predictions than it would on a trained model (where the default gate is 1 point). These
@@ -29,8 +36,8 @@ def pre(tiny_onnx, tmp_path_factory):
 @pytest.mark.parametrize("target", ["cpu", "tensorrt"])
 def test_quantized_graph_runs_and_agrees_with_fp32(pre, tiny_onnx, tiny_spec, tiny_arrays, target):
     out = pre.with_name(f"{target}.onnx")
-    calib = tiny_arrays["train"].x[:128]
-    quantize(pre, out, target, "minmax", calib, tiny_spec.input_name, QuantizeConfig())
+    cal = Calibration(pre, tiny_arrays["train"].x[:128], tiny_spec.input_name, out.parent)
+    quantize(cal, out, target, "minmax", QuantizeConfig())
     test = tiny_arrays["test"]
     ref = predict(session(tiny_onnx, 1), test.x).argmax(1)
     got = predict(session(out, 1), test.x).argmax(1)
@@ -40,7 +47,7 @@ def test_quantized_graph_runs_and_agrees_with_fp32(pre, tiny_onnx, tiny_spec, ti
     assert zero_points
     model = onnx.load(str(out))
     floats = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
-    (stem,) = (n for n in model.graph.node if n.name in stem_convs(pre))
+    (stem,) = (n for n in model.graph.node if n.name in stem_nodes(pre) and n.op_type == "Conv")
     assert (stem.input[1] in floats) == (target == "cpu")  # the cpu graph keeps its stem float
     if target == "cpu":  # asymmetric uint8 activations
         assert all(z.dtype == np.uint8 for z in zero_points)
@@ -53,23 +60,17 @@ def test_quantized_graph_runs_and_agrees_with_fp32(pre, tiny_onnx, tiny_spec, ti
 
 
 def test_calibration_method_is_chosen_by_validation_accuracy(pre, tiny_spec, tiny_arrays):
-    out = pre.with_name("best.onnx")
+    work = pre.parent / "best"
+    work.mkdir()
+    out = work / "best.onnx"
     val = tiny_arrays["val"]
-    cfg = QuantizeConfig(methods=["minmax", "percentile"])
-    record = quantize_best(
-        pre,
-        out,
-        "cpu",
-        tiny_arrays["train"].x[:100],
-        Arrays(val.x, val.y),
-        tiny_spec.input_name,
-        cfg,
-        1,
-    )
+    cal = Calibration(pre, tiny_arrays["train"].x[:100], tiny_spec.input_name, work)
+    cfg = QuantizeConfig(methods=["minmax", "percentile"], fallback=False)
+    record = quantize_best(cal, out, "cpu", Arrays(val.x, val.y), 1.0, 1.0, cfg, 1)
     tops = {m: r["val_top1"] for m, r in record["methods"].items()}
     assert set(tops) == {"minmax", "percentile"}
     assert tops[record["method"]] == max(tops.values())
-    assert out.is_file() and sorted(p.name for p in out.parent.glob("best*")) == ["best.onnx"]
+    assert out.is_file() and sorted(p.name for p in work.glob("best*")) == ["best.onnx"]
 
 
 def test_reader_batches_are_equal_sized():

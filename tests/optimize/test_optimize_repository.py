@@ -92,3 +92,21 @@ def test_the_ensemble_points_at_the_chosen_classifier(tiny_onnx, tiny_spec, tmp_
     ensemble = _parse(repo / tiny_spec.name / "config.pbtxt")
     steps = [s.model_name for s in ensemble.ensemble_scheduling.step]
     assert classifier in steps
+
+
+def test_a_second_run_keeps_the_first_runs_models(tiny_onnx, tiny_spec, tmp_path):
+    from dataclasses import replace
+
+    repo = tmp_path / "repo"
+    first = write_repository(repo, _models(tiny_onnx, tiny_spec)[:1], tiny_spec,
+                             RepositoryConfig(), f"{tiny_spec.name}_fp32")  # fmt: skip
+    (repo / "operators_own").mkdir()  # a model someone else put there stays too
+    other = replace(tiny_spec, name="photo")
+    second = write_repository(repo, [RepoModel("photo_fp32", tiny_onnx)], other,
+                              RepositoryConfig(), "photo_fp32")  # fmt: skip
+    assert sorted(p.name for p in repo.iterdir()) == sorted([*first, *second, "operators_own"])
+    # Re-running the first run replaces its own models only: a variant it no longer
+    # deploys disappears, the other run's stay.
+    again = write_repository(repo, [RepoModel(f"{tiny_spec.name}_int8", tiny_onnx)], tiny_spec,
+                             RepositoryConfig(), None)  # fmt: skip
+    assert sorted(p.name for p in repo.iterdir()) == sorted([*again, *second, "operators_own"])

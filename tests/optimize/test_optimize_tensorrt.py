@@ -37,17 +37,10 @@ def test_standalone_cli_fails_cleanly_without_cuda(tiny_onnx, tmp_path, capsys):
 def test_builds_a_plan_from_the_qdq_graph(tiny_onnx, tiny_spec, tiny_arrays, tmp_path):
     pytest.importorskip("tensorrt")
     from optimize.config import QuantizeConfig
-    from optimize.quantize import preprocess, quantize
+    from optimize.quantize import Calibration, preprocess, quantize
 
     pre = preprocess(tiny_onnx, tmp_path / "pre.onnx")
-    qdq = quantize(
-        pre,
-        tmp_path / "qdq.onnx",
-        "tensorrt",
-        "minmax",
-        tiny_arrays["train"].x[:64],
-        tiny_spec.input_name,
-        QuantizeConfig(),
-    )
+    cal = Calibration(pre, tiny_arrays["train"].x[:64], tiny_spec.input_name, tmp_path)
+    qdq = quantize(cal, tmp_path / "qdq.onnx", "tensorrt", "minmax", QuantizeConfig())
     plan = tensorrt.build_plan(qdq, tmp_path / "model.plan", 1, 8, 32)
     assert plan.stat().st_size > 0
