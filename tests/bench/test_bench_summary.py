@@ -203,3 +203,21 @@ def test_report_tables_declare_each_column_once(results):
     text = report.markdown(results, tgts, "verdict")
     assert text.index("## Targets") < text.index("## Verdict") < text.index("## Side by side")
     assert "## Serving config search" not in text  # no search in these results
+
+
+def test_search_section_marks_candidates_refusing_the_largest_request(results):
+    cand = {"stage": 1, "instances": 2, "max_queue_delay_us": 0, "intra_op_threads": 1,
+            "throughput": 6000.0, "p50_ms": 2.0, "p99_ms": 5.0, "errors": 0}  # fmt: skip
+    small = {**cand, "max_batch_size": 8, "preferred_batch_size": [], "accepts_largest": False}
+    capped = {**cand, "max_batch_size": 32, "preferred_batch_size": [8], "accepts_largest": True}
+    results["search"] = {
+        "model": "default_pruned_int8", "concurrency": [16, 32], "p99_budget_ms": 50.0,
+        "largest_request": 32, "method": "Staged", "candidates": [small, capped],
+        "best": capped, "baseline": KNOBS, "applied": None,
+    }  # fmt: skip
+    tgts = targets(results)
+    lines = report._search(report.Run(results, tgts, ""))
+    assert "(c16, c32, p99 <= 50.0 ms)" in lines[0]
+    rows = [line for line in lines if line.startswith("| 1 |")]
+    assert rows[0].endswith("| no | no |") and rows[1].endswith("| yes | yes |")
+    assert any("largest request the clients send (32 images" in line for line in lines)
