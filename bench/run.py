@@ -411,11 +411,15 @@ class Bench:
             "ours": serving(ours),
             "ours_from": "this run's search" if searched else "the deployed config (no search)",
         }
+        self.measure_alternately(server, v, [("search_winner", ours), ("analyzer_winner", theirs)])
+
+    def measure_alternately(self, server, v: Variant, pair: list[tuple[str, object]]) -> None:
+        """Each (name, config) of `pair` loaded in turn and measured at analyzer.concurrency,
+        A B then B A over the rounds, so a load that drifts favours neither; every point is
+        tagged `<name>_round`, and the quietest round of each becomes `<name>`."""
         control = ModelControl(server.http_url, server.admin_headers)
-        pair = [("search_winner", ours), ("analyzer_winner", theirs)]
         kept: dict[tuple[str, int], dict] = {}
         try:
-            # A B, then B A: a load that drifts during the section favours neither config.
             for r in range(self.cfg.analyzer.rounds):
                 for name, config in pair if r % 2 == 0 else pair[::-1]:
                     control.load(v.model, config)
@@ -434,8 +438,8 @@ class Bench:
         finally:
             control.load(v.model, v.config)
             control.close()
-        for (name, _), p in kept.items():  # the quietest round of each stands for it
-            self.results["points"].append({**p, "config": name, "rounds": self.cfg.analyzer.rounds})
+        for (name, _), p in kept.items():
+            p["config"] = name
 
     def fastapi_shapes(self, v: Variant) -> list[FastAPIShape]:
         """The configured shapes, else Triton's total threads as N x 1 and 1 x N."""
