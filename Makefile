@@ -15,6 +15,7 @@ OPTIMIZE_CONFIG ?= configs/optimize.yaml
 ARGS   ?=
 SERVE_REPO ?= model_repository
 SERVE_ARGS ?=
+REPLICAS   ?= 1
 BENCH_ARGS ?=
 MA_ARGS    ?=
 MA_STAMP   := $(VENV)/.analyzer-installed
@@ -68,11 +69,11 @@ optimize: setup
 	$(PY) -m optimize --run $(RUN) --config $(OPTIMIZE_CONFIG) $(ARGS)
 
 serve: setup
-	$(PY) -m serve --repo $(SERVE_REPO) $(SERVE_ARGS)
+	$(PY) -m serve --repo $(SERVE_REPO) --replicas $(REPLICAS) $(SERVE_ARGS)
 
 serve-bg: setup
-	$(PY) -m serve --repo $(SERVE_REPO) --background --pid-file $(PID_FILE) \
-		--log-file .serve/server.log $(SERVE_ARGS)
+	$(PY) -m serve --repo $(SERVE_REPO) --replicas $(REPLICAS) --background \
+		--pid-file $(PID_FILE) --log-file .serve/server.log $(SERVE_ARGS)
 
 stop: setup
 	$(PY) -m serve stop --pid-file $(PID_FILE)

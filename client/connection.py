@@ -1,4 +1,5 @@
-"""One Triton connection for the client tools: HTTP or gRPC, bounded retries, one-line errors.
+"""One Triton connection for the client tools: HTTP or gRPC, one server or several replicas,
+bounded retries, one-line errors.
 
 Imports tritonclient and nothing heavier, so `client/infer.py` stays light on client hosts.
 """
@@ -20,6 +21,9 @@ from tritonclient.utils import InferenceServerException
 ADMIN_KEY_ENV = "TRITON_ADMIN_KEY"
 ADMIN_HEADER = "admin-key"
 GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
+SHM_KEY_ENV = "TRITON_SHM_KEY"
+SHM_HEADER = "shm-key"
+GRPC_SHM_HEADER = f"triton-grpc-protocol-{SHM_HEADER}"
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
 # Worth another try: the server is starting, overloaded, or briefly out of reach.
 _TRANSIENT = {"502", "503", "504", "StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED"}
@@ -27,6 +31,7 @@ _NOT_FOUND = {"404", "StatusCode.NOT_FOUND"}
 # How a restarting server, or a crashed Python stub until its model reloads, answers.
 _RESTARTING = ("is not healthy", "Server is stopping", "has no available versions")
 START_HINT = "start it with `make serve`"
+PROBE_S = 1.0  # how often a replica out of service is asked whether it is ready again
 
 
 class ClientError(RuntimeError):
@@ -132,50 +137,121 @@ class ModelInfo:
 
 
 class Triton:
-    """tritonclient for `protocol`, one client per thread, every call under `policy`."""
+    """tritonclient for `protocol` on one server, or on replicas (`url` "A,B,..."): one client
+    per thread and replica, every call under `policy`.
+
+    Calls go round-robin to the replicas in service. A replica whose call fails with a transient
+    error leaves service at once and the call moves on to the next one; it comes back once its
+    health endpoints (server ready, and every model this client has sent to) say so, looked at
+    every PROBE_S seconds. With every replica out, calls wait with backoff as with one server.
+    """
 
     def __init__(self, url: str, protocol: str = "http", policy: Policy = Policy()):
         self.url = url
+        self.urls = [u.strip() for u in url.split(",") if u.strip()]
         self.protocol = protocol
         self.policy = policy
         self.module = importlib.import_module(f"tritonclient.{protocol}")
         self._local = threading.local()
         self._clients: list = []
         self._lock = threading.Lock()
+        self._out: dict[str, float] = {}  # replica out of service -> when to look at it again
+        self._turn = itertools.count()
+        self._models: set[str] = set()  # inferred on: a replica is back once they are ready
 
     @property
     def where(self) -> str:
         return f"{self.protocol}://{self.url}"
 
-    def _client(self):
+    @property
+    def in_service(self) -> list[str]:
+        with self._lock:
+            return [u for u in self.urls if u not in self._out]
+
+    def _client(self, url: str):
         # tritonclient's HTTP client is not thread-safe: each worker thread gets its own.
-        client = getattr(self._local, "client", None)
+        clients = getattr(self._local, "clients", None)
+        if clients is None:
+            clients = self._local.clients = {}
+        client = clients.get(url)
         if client is None:
             if self.protocol == "http":
                 t = self.policy.timeout
                 client = self.module.InferenceServerClient(
-                    self.url, connection_timeout=t, network_timeout=t
+                    url, connection_timeout=t, network_timeout=t
                 )
             else:
-                client = self.module.InferenceServerClient(self.url)
-            self._local.client = client
+                client = self.module.InferenceServerClient(url)
+            clients[url] = client
             with self._lock:
                 self._clients.append(client)
         return client
 
+    def _leave(self, url: str) -> None:
+        with self._lock:
+            self._out[url] = time.monotonic() + PROBE_S
+
+    def _due(self) -> list[str]:
+        """Replicas out of service whose pause is over, claimed by this thread for a look."""
+        if len(self.urls) == 1:
+            return []  # one server: the next call is the look
+        now = time.monotonic()
+        with self._lock:
+            due = [u for u, when in self._out.items() if when <= now]
+            for url in due:
+                self._out[url] = now + PROBE_S
+        return due
+
+    def _ready(self, url: str) -> bool:
+        """The replica's health endpoints: server ready, and ready for this client's models."""
+        kwargs = {"client_timeout": PROBE_S} if self.protocol == "grpc" else {}
+        with self._lock:
+            models = sorted(self._models)
+        try:
+            client = self._client(url)
+            return client.is_server_ready(**kwargs) and all(
+                client.is_model_ready(m, **kwargs) for m in models
+            )
+        except Exception:  # unreachable or refusing: still out
+            return False
+
+    def _pick(self) -> str:
+        for url in self._due():
+            if self._ready(url):
+                with self._lock:
+                    self._out.pop(url, None)
+        with self._lock:
+            serving = [u for u in self.urls if u not in self._out]
+            if serving:
+                return serving[next(self._turn) % len(serving)]
+            return min(self._out, key=self._out.get)  # all out: the one looked at longest ago
+
     def call(self, method: str, *args, retry: bool = True, **kwargs):
-        """`client.<method>(...)`, retried with exponential backoff while failures are transient."""
+        """`client.<method>(...)` on a replica in service; a transient failure moves it to the
+        next one, or, with none left, retries with exponential backoff."""
         if self.protocol == "grpc":
             kwargs["client_timeout"] = self.policy.timeout
             if method in ("get_model_config", "get_inference_statistics"):
                 kwargs["as_json"] = True
+        if method == "infer":
+            with self._lock:
+                self._models.add(args[0])
         for attempt in itertools.count():
+            url = self._pick()
             try:
-                return getattr(self._client(), method)(*args, **kwargs)
+                result = getattr(self._client(url), method)(*args, **kwargs)
             except Exception as e:
-                if not (retry and is_transient(e)) or attempt >= self.policy.retries:
+                if not is_transient(e):
                     raise
-            time.sleep(self.policy.backoff * 2**attempt)
+                self._leave(url)
+                if not retry or attempt >= self.policy.retries:
+                    raise
+            else:
+                with self._lock:
+                    self._out.pop(url, None)  # an answer is as good as a look
+                return result
+            if not self.in_service:
+                time.sleep(self.policy.backoff * 2**attempt)
 
     def unreachable(self, e: BaseException) -> ClientError:
         return ClientError(f"server unreachable at {self.where} ({describe(e)}): {START_HINT}")
@@ -246,10 +322,18 @@ class Triton:
             raise
 
     def admin_headers(self) -> dict[str, str] | None:
+        """Model control's key from $TRITON_ADMIN_KEY, in this protocol's header."""
         key = os.environ.get(ADMIN_KEY_ENV)
         if not key:
             return None
         return {ADMIN_HEADER if self.protocol == "http" else GRPC_ADMIN_HEADER: key}
+
+    def shm_headers(self) -> dict[str, str] | None:
+        """Shared memory's key from $TRITON_SHM_KEY, in this protocol's header."""
+        key = os.environ.get(SHM_KEY_ENV)
+        if not key:
+            return None
+        return {SHM_HEADER if self.protocol == "http" else GRPC_SHM_HEADER: key}
 
     def close(self) -> None:
         with self._lock:

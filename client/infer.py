@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from client.connection import (  # noqa: E402
-    ADMIN_KEY_ENV,
     DEFAULT_PORTS,
+    SHM_KEY_ENV,
     ClientError,
     ModelInfo,
     Policy,
@@ -58,11 +58,16 @@ top-k: Triton's classification extension (class_count=k) ranks and names the cla
   model's outputs (logits), not probabilities.
 
 --shared-memory (tensor mode, server on this host): input batches travel through system
-  shared memory regions registered with the server, which needs its admin key for that:
-  export {ADMIN_KEY_ENV}=<the key the server was started with>.
+  shared memory regions registered with the server, which needs its shared-memory key:
+  export {SHM_KEY_ENV}=<the key the server was started with>.
 
 errors: unreachable server, 502/503/504, UNAVAILABLE and timeouts are retried --retries
   times with exponential backoff starting at --backoff seconds; nothing else is retried.
+
+replicas: --url A,B,... spreads requests over them in turn. A replica that fails that way is
+  left out at once (the request goes on to the next) and taken back once its health
+  endpoints say it and the model are ready (asked every second); the backoff applies only
+  when every replica is out. `python -m serve --replicas N` starts N on this host.
   Files that are not images and images the server rejects are reported on stderr and
   skipped; the other images go on. Folders are walked recursively in sorted order,
   skipping hidden files and folders.
@@ -113,7 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_DIR")
-    p.add_argument("--url", help="server host:port (default: 127.0.0.1:8000, gRPC :8001)")
+    p.add_argument(
+        "--url",
+        help="server host:port, or replicas' A,B,... (default: 127.0.0.1:8000, gRPC :8001)",
+    )
     p.add_argument("--protocol", choices=("http", "grpc"), default="http")
     p.add_argument("--model", help="model name (default: see modes below)")
     p.add_argument("--send", choices=("raw", "tensor"), default="raw")
@@ -151,8 +159,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--spec applies to --send tensor only")
     if args.url is None:
         args.url = f"127.0.0.1:{DEFAULT_PORTS[args.protocol]}"
-    elif "://" in args.url:
-        parser.error("--url takes host:port, without a scheme")
+    urls = args.url.split(",")
+    if any("://" in u or not u.strip() for u in urls):
+        parser.error("--url takes host:port (or A,B,... for replicas), without a scheme")
+    if args.shared_memory and len(urls) > 1:
+        parser.error("--shared-memory needs one server: its regions are registered there")
     return args
 
 

@@ -1,7 +1,7 @@
 """Input tensors through system shared memory: the server reads them without a copy on the wire.
 
-Only for a server on this host. Registering regions is an admin API: the server answers only
-requests carrying its admin key, taken from $TRITON_ADMIN_KEY.
+Only for a server on this host. Registering regions is an admin API with its own key: the server
+answers only requests carrying its shared-memory key, taken from $TRITON_SHM_KEY.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import threading
 import numpy as np
 import tritonclient.utils.shared_memory as shm
 
-from client.connection import ADMIN_KEY_ENV, ClientError, Triton, describe, is_restricted
+from client.connection import SHM_KEY_ENV, ClientError, Triton, describe, is_restricted
 
 
 class SharedInputs:
@@ -43,7 +43,7 @@ class SharedInputs:
                 name,
                 f"/{name}",
                 self.byte_size,
-                headers=self.triton.admin_headers(),
+                headers=self.triton.shm_headers(),
             )
         except Exception as e:
             raise self._refused(e) from None
@@ -52,10 +52,10 @@ class SharedInputs:
 
     def _refused(self, e: Exception) -> ClientError:
         if is_restricted(e):
-            have = "does not match" if os.environ.get(ADMIN_KEY_ENV) else "is not set"
+            have = "does not match" if os.environ.get(SHM_KEY_ENV) else "is not set"
             return ClientError(
-                f"the server refuses the shared-memory API: it needs its admin key and "
-                f"${ADMIN_KEY_ENV} {have}"
+                f"the server refuses the shared-memory API: it needs its shared-memory key and "
+                f"${SHM_KEY_ENV} {have}"
             )
         return ClientError(f"cannot register shared memory with {self.triton.where}: {describe(e)}")
 
@@ -77,7 +77,7 @@ class SharedInputs:
                     "unregister_system_shared_memory",
                     name,
                     retry=False,
-                    headers=self.triton.admin_headers(),
+                    headers=self.triton.shm_headers(),
                 )
             with contextlib.suppress(Exception):
                 shm.destroy_shared_memory_region(handle)

@@ -40,6 +40,7 @@ class ModelSpec:
     interpolation: str = "bilinear"
     input_name: str = "input"
     output_name: str = "logits"
+    probabilities_name: str = "probabilities"  # softmax of the logits, a second output
     dtype: str = "float32"
     layout: str = "NCHW"
     version: int = SPEC_VERSION
@@ -69,6 +70,10 @@ class ModelSpec:
             problems.append(f"mean/std need {self.channels} values for {self.color_mode}")
         if any(not (isinstance(s, int | float) and s > 0 and math.isfinite(s)) for s in self.std):
             problems.append("std values must be positive numbers")
+        # Finite statistics keep every preprocessed input finite: a NaN or Inf cannot reach a
+        # model through the server's preprocessing (docs/serve.md, NaN and Inf).
+        if any(not (isinstance(m, int | float) and math.isfinite(m)) for m in self.mean):
+            problems.append("mean values must be finite numbers")
         if len(self.labels) < 2:
             problems.append("at least 2 labels are needed")
         if len(set(self.labels)) != len(self.labels):
@@ -81,6 +86,9 @@ class ModelSpec:
             problems.append(f"interpolation {self.interpolation!r} not in {INTERPOLATIONS}")
         if self.resize_scale < 1.0:
             problems.append("resize_scale must be >= 1.0")
+        names = (self.input_name, self.output_name, self.probabilities_name)
+        if len(set(names)) != 3 or not all(isinstance(n, str) and n for n in names):
+            problems.append(f"tensor names {list(names)} must be distinct, non-empty text")
         if self.dtype != "float32" or self.layout != "NCHW":
             problems.append("only float32 NCHW inputs are supported")
         if problems:

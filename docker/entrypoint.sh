@@ -6,8 +6,11 @@
 #     here; the project's Python stand-in is only for the CPU wheel server;
 #   - addresses 0.0.0.0: Docker forwards published ports to the container's own interface,
 #     so the server must listen there; publish with `-p 127.0.0.1:8000:8000` to stay local;
-#   - GPU metrics stay on.
-# `entrypoint.sh healthcheck` is the image's HEALTHCHECK. Extra arguments go to tritonserver.
+#   - GPU metrics stay on;
+#   - no stub watchdog here, so without $TRITON_ADMIN_KEY model control is off, not locked.
+# `entrypoint.sh healthcheck` is the image's HEALTHCHECK: ready means every primary model
+# ($PRIMARY_MODELS, comma-separated; default every ensemble) answers /v2/models/<name>/ready.
+# Extra arguments go to tritonserver.
 set -euo pipefail
 
 MODEL_REPO="${MODEL_REPO:-/models}"
@@ -16,8 +19,13 @@ GRPC_PORT="${GRPC_PORT:-8001}"
 METRICS_PORT="${METRICS_PORT:-8002}"
 BIND_ADDRESS="${BIND_ADDRESS:-0.0.0.0}"
 TRITONSERVER="${TRITONSERVER:-/opt/tritonserver/bin/tritonserver}"
-# As serve.server.RESTRICTED_APIS: load/unload, shared memory, trace and log files.
-RESTRICTED_APIS="model-repository,shared-memory,trace,logging"
+# As serve.server: model control (trace and logging ride along) under $TRITON_ADMIN_KEY,
+# shared memory under $TRITON_SHM_KEY; an API without its key is off: guarded by a header
+# name no request can carry (serve.server.DISABLED_HEADER).
+MODEL_CONTROL_APIS="model-repository"
+OPERATOR_APIS="trace,logging"
+SHM_APIS="shared-memory"
+DISABLED_HEADER=$'disabled\rby-serve'
 
 log() { echo "entrypoint: $*" >&2; }
 
@@ -105,29 +113,34 @@ models_to_load() {
     done
 }
 
-# The operator's key from $TRITON_ADMIN_KEY; without one the admin APIs stay locked behind
-# a random key nobody knows, as with `make serve`.
-admin_key() {
-    if [[ -z ${TRITON_ADMIN_KEY:-} ]]; then
-        python3 -c 'import secrets; print(secrets.token_urlsafe(24))'
-    elif [[ $TRITON_ADMIN_KEY =~ ^[A-Za-z0-9._~-]{8,}$ ]]; then
-        echo "$TRITON_ADMIN_KEY"
-    else
+# The key in the variable named $1 (empty if unset), checked.
+checked_key() {
+    local name=$1
+    local key=${!name:-}
+    if [[ -n $key && ! $key =~ ^[A-Za-z0-9._~-]{8,}$ ]]; then
         # Triton splits the flag on ',', ':' and '=': other characters would corrupt it.
-        log "error: TRITON_ADMIN_KEY must be 8+ characters of A-Z a-z 0-9 . _ ~ -"
+        log "error: $name must be 8+ characters of A-Z a-z 0-9 . _ ~ -"
         return 1
     fi
+    echo "$key"
 }
 
-# tritonserver's arguments, one a line.
+# The flags that guard the APIs $1 with header $2 holding the key $3; no key: off.
+restriction() {
+    local apis=$1 header=$2 key=$3 group
+    group="$apis:$header=$key"
+    [[ -n $key ]] || group="$apis:$DISABLED_HEADER=never"
+    printf '%s\n' "--http-restricted-api=$group" "--grpc-restricted-protocol=$group"
+}
+
+# tritonserver's arguments, one a line: repository $1, admin key $2, shared-memory key $3.
 server_args() {
-    local repo=$1 key=$2 models
+    local repo=$1 key=$2 shm_key=$3 models
     mapfile -t models < <(models_to_load "$repo")
     if ((${#models[@]} == 0)); then
         log "error: no loadable model in $repo"
         return 1
     fi
-    local group="$RESTRICTED_APIS:admin-key=$key"
     printf '%s\n' "--model-repository=$repo" "--model-control-mode=explicit"
     printf -- '--load-model=%s\n' "${models[@]}"
     printf '%s\n' \
@@ -136,19 +149,43 @@ server_args() {
         "--grpc-address=$BIND_ADDRESS" "--grpc-port=$GRPC_PORT" \
         "--metrics-address=$BIND_ADDRESS" "--metrics-port=$METRICS_PORT" \
         "--exit-timeout-secs=10" \
-        "--exit-on-error=false" "--strict-readiness=false" \
-        "--http-restricted-api=$group" "--grpc-restricted-protocol=$group"
+        "--exit-on-error=false" "--strict-readiness=false"
+    restriction "$MODEL_CONTROL_APIS" admin-key "$key"
+    restriction "$SHM_APIS" shm-key "$shm_key"
+    restriction "$OPERATOR_APIS" admin-key "$key"
 }
 
-# Healthy means the server answers ready. A model that failed to load does not make the
-# container unhealthy (a restart would not fix it): it shows on /v2/models/<name>/ready and
-# in the log while the others serve. No proxy may stand in between.
+# The models an orchestrator waits for, one a line: $PRIMARY_MODELS, else every ensemble.
+primary_models() {
+    local repo=$1 config
+    if [[ -n ${PRIMARY_MODELS:-} ]]; then
+        tr ',' '\n' <<<"$PRIMARY_MODELS" | sed '/^[[:space:]]*$/d'
+        return
+    fi
+    for config in "$repo"/*/config.pbtxt; do
+        if grep -qE '^[[:space:]]*platform:[[:space:]]*"ensemble"' "$config"; then
+            basename "$(dirname "$config")"
+        fi
+    done
+}
+
+# Healthy means every primary model answers its own ready endpoint (the server-level one says
+# ready even when a model failed to load). Another model that failed does not make the
+# container unhealthy: it shows on its endpoint and in the log while the others serve.
+# Without an ensemble, the server's own endpoint. No proxy may stand in between.
 healthcheck() {
+    local base="http://127.0.0.1:$HTTP_PORT" models urls=() model
+    mapfile -t models < <(primary_models "$MODEL_REPO")
+    for model in "${models[@]}"; do
+        urls+=("$base/v2/models/$model/ready")
+    done
+    ((${#urls[@]})) || urls=("$base/v2/health/ready")
     python3 -c 'import sys, urllib.request as u
-try:
-    u.build_opener(u.ProxyHandler({})).open(sys.argv[1], timeout=4)
-except Exception as e:
-    sys.exit(f"not ready: {e}")' "http://127.0.0.1:$HTTP_PORT/v2/health/ready"
+for url in sys.argv[1:]:
+    try:
+        u.build_opener(u.ProxyHandler({})).open(url, timeout=4)
+    except Exception as e:
+        sys.exit(f"not ready: {url}: {e}")' "${urls[@]}"
 }
 
 main() {
@@ -156,12 +193,15 @@ main() {
         healthcheck
         return
     fi
-    local key lines args
-    key=$(admin_key) # first: a bad key must not wait for minutes of TensorRT building
+    local key shm_key lines args shown
+    # First: a bad key must not wait for minutes of TensorRT building.
+    key=$(checked_key TRITON_ADMIN_KEY)
+    shm_key=$(checked_key TRITON_SHM_KEY)
     build_plans "$MODEL_REPO"
-    lines=$(server_args "$MODEL_REPO" "$key")
+    lines=$(server_args "$MODEL_REPO" "$key" "$shm_key")
     mapfile -t args <<<"$lines"
-    log "starting tritonserver with: ${args[*]//admin-key=*/admin-key=<hidden>}"
+    shown=$(sed -E 's/(admin-key|shm-key)=[^ ]*/\1=<hidden>/g' <<<"${args[*]//$'\r'/\\r}")
+    log "starting tritonserver with: $shown"
     exec "$TRITONSERVER" "${args[@]}" "$@"
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 TARGETS = ("cpu", "tensorrt")
+ENGINES = ("onnxruntime", "openvino")  # the CPU engines optimize measures and deploys on
 IMPORTANCES = ("magnitude", "taylor", "lamp", "fpgm", "bn_scale", "random")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
@@ -17,6 +18,8 @@ class OptimizeError(ValueError):
 class DataConfig:
     root: str | None = None  # None: the folder the run was trained on (from its checkpoint)
     calibration_images: int = 512  # training images that calibrate INT8 activation ranges
+    # Fewer images give unreliable INT8 ranges; lower it only for tiny test runs.
+    min_calibration_images: int = 500
     selection_images: int | None = None  # validation images that pick the calibration method
     cache_max_mb: int = 2048
 
@@ -93,6 +96,9 @@ class RepositoryConfig:
     instances: int = 2
     intra_op_threads: int = 1  # per Triton model instance (onnxruntime backend parameters)
     inter_op_threads: int = 1
+    # The CPU backends the serving host has: each variant deploys on the fastest of these
+    # that passes the gate (both are always measured and reported).
+    engines: list[str] = field(default_factory=lambda: list(ENGINES))
 
 
 @dataclass
@@ -136,6 +142,12 @@ class OptimizeConfig:
             (p.finetune.epochs >= 0, "prune.finetune.epochs must be >= 0"),
             (p.finetune.lr > 0, "prune.finetune.lr must be > 0"),
             (self.data.calibration_images >= 1, "data.calibration_images must be >= 1"),
+            (
+                self.data.calibration_images >= self.data.min_calibration_images,
+                f"data.calibration_images {self.data.calibration_images} is below "
+                f"{self.data.min_calibration_images}: INT8 ranges from so few images are "
+                "unreliable (a tiny test run may lower data.min_calibration_images)",
+            ),
             (0 < q.percentile <= 100, "quantize.percentile must be in (0, 100]"),
             (self.max_accuracy_drop >= 0, "max_accuracy_drop must be >= 0"),
             (self.export.opset >= 17, "export.opset must be >= 17"),
@@ -145,6 +157,10 @@ class OptimizeConfig:
                 "repository.preferred_batch_size must lie in 1..max_batch_size",
             ),
             (r.instances >= 1, "repository.instances must be >= 1"),
+            (
+                bool(r.engines) and set(r.engines) <= set(ENGINES),
+                f"repository.engines must be a non-empty subset of {list(ENGINES)}",
+            ),
             (self.bench.rounds >= 1 and self.bench.seconds > 0, "bench needs rounds and seconds"),
         ]
         for ok, message in checks:

@@ -1,12 +1,16 @@
-"""Accuracy and speed of ONNX models, measured in-process with ONNX Runtime on the CPU."""
+"""Accuracy and speed of ONNX models, measured in-process on the CPU engines that serve them:
+ONNX Runtime and OpenVINO, each reading the same ONNX file as it is, set up as the server
+sets it up (one stream, `threads` threads)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import openvino as ov
 from tqdm import tqdm
 
 from optimize.config import BenchConfig
@@ -24,50 +28,69 @@ def session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def predict(
-    sess: ort.InferenceSession, x: np.ndarray, batch_size: int = 256, desc: str = ""
-) -> np.ndarray:
-    name = sess.get_inputs()[0].name
+Runner = Callable[[np.ndarray], np.ndarray]  # a batch of inputs -> the first output (logits)
+
+
+def openvino_properties(threads: int) -> dict[str, str]:
+    """What the model config's `parameters` give NVIDIA's OpenVINO backend (and ours)."""
+    return {"INFERENCE_NUM_THREADS": str(threads), "NUM_STREAMS": "1",
+            "PERFORMANCE_HINT": "LATENCY"}  # fmt: skip
+
+
+def runner(path: Path, threads: int, engine: str = "onnxruntime") -> Runner:
+    """The model at `path` on `engine`, batch size free (the batch axis is dynamic)."""
+    if engine == "openvino":
+        compiled = ov.Core().compile_model(str(path), "CPU", openvino_properties(threads))
+        request = compiled.create_infer_request()
+
+        def run(x: np.ndarray) -> np.ndarray:
+            request.infer({0: x})
+            return request.get_output_tensor(0).data.copy()
+
+        return run
+    sess = session(path, threads)
+    feed, first = sess.get_inputs()[0].name, sess.get_outputs()[0].name
+    return lambda x: sess.run([first], {feed: x})[0]
+
+
+def predict(run: Runner, x: np.ndarray, batch_size: int = 256, desc: str = "") -> np.ndarray:
     starts = range(0, len(x), batch_size)
-    bar = tqdm(starts, desc=desc or "ort", unit="batch", leave=False, disable=not desc)
-    return np.concatenate([sess.run(None, {name: x[i : i + batch_size]})[0] for i in bar])
+    bar = tqdm(starts, desc=desc or "predict", unit="batch", leave=False, disable=not desc)
+    return np.concatenate([run(np.ascontiguousarray(x[i : i + batch_size])) for i in bar])
 
 
-def accuracy(sess: ort.InferenceSession, x: np.ndarray, y: np.ndarray, desc: str = "") -> dict:
-    m = classification_metrics(predict(sess, x, desc=desc), y)
+def accuracy(run: Runner, x: np.ndarray, y: np.ndarray, desc: str = "") -> dict:
+    m = classification_metrics(predict(run, x, desc=desc), y)
     return {"top1": m["top1"], "top5": m["top5"], "macro_f1": m["macro_f1"], "n": m["n"]}
 
 
-def _time_calls(sess: ort.InferenceSession, feed: dict, seconds: float) -> list[float]:
+def _time_calls(run: Runner, x: np.ndarray, seconds: float) -> list[float]:
     times: list[float] = []
     deadline = time.perf_counter() + seconds
     while len(times) < 3 or time.perf_counter() < deadline:
         start = time.perf_counter()
-        sess.run(None, feed)
+        run(x)
         times.append(time.perf_counter() - start)
     return times
 
 
-def benchmark(paths: dict[str, Path], sample: np.ndarray, cfg: BenchConfig) -> dict[str, dict]:
-    """Latency at batch 1 and throughput at batch 8, all variants side by side.
+def benchmark(models: dict[str, Runner], sample: np.ndarray, cfg: BenchConfig) -> dict[str, dict]:
+    """Latency at batch 1 and throughput at batch 8, all models side by side.
 
-    Rounds interleave the variants (in a rotating order), so load from other processes on
-    the shared cores hits every variant alike; medians over all rounds are reported.
+    Rounds interleave the models (in a rotating order), so load from other processes on
+    the shared cores hits every model alike; medians over all rounds are reported.
     """
-    sessions = {name: session(p, cfg.threads) for name, p in paths.items()}
-    feeds = {}
-    for name, sess in sessions.items():
-        input_name = sess.get_inputs()[0].name
-        feeds[name] = {bs: {input_name: np.ascontiguousarray(sample[:bs])} for bs in (1, 8)}
+    batches = {bs: np.ascontiguousarray(sample[:bs]) for bs in (1, 8)}
+    for run in models.values():
         for _ in range(cfg.warmup):
-            for feed in feeds[name].values():
-                sess.run(None, feed)
-    times: dict[str, dict[int, list[float]]] = {n: {1: [], 8: []} for n in sessions}
-    names = list(sessions)
+            for x in batches.values():
+                run(x)
+    times: dict[str, dict[int, list[float]]] = {n: {1: [], 8: []} for n in models}
+    names = list(models)
     for r in tqdm(range(cfg.rounds), desc="timing rounds", unit="round", leave=False):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            for bs in (1, 8):
-                times[name][bs] += _time_calls(sessions[name], feeds[name][bs], cfg.seconds)
+            for bs, x in batches.items():
+                times[name][bs] += _time_calls(models[name], x, cfg.seconds)
     return {
         name: {
             "latency_ms_bs1": round(1000 * float(np.median(t[1])), 4),

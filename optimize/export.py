@@ -41,6 +41,27 @@ def export_onnx(model: nn.Module, spec: ModelSpec, path: Path, opset: int) -> Pa
     return path
 
 
+def add_probabilities(path: Path, spec: ModelSpec) -> Path:
+    """Append Softmax(logits) as a second output, computed in the same run as the logits.
+
+    Served scores are then probabilities a reader can weigh, and Triton's classification
+    extension ranks them as it ranks logits (softmax keeps the order). Added after
+    quantization, so the probabilities stay float whatever precision the layers run in.
+    """
+    model = onnx.load(str(path))
+    graph = model.graph
+    logits = next(o for o in graph.output if o.name == spec.output_name)
+    graph.node.append(onnx.helper.make_node("Softmax", [logits.name], [spec.probabilities_name],
+                                            axis=1, name="probabilities/Softmax"))  # fmt: skip
+    probs = graph.output.add()
+    probs.CopyFrom(logits)
+    probs.name = spec.probabilities_name
+    onnx.checker.check_model(model)
+    with staged_file(path) as tmp:
+        onnx.save(model, str(tmp))
+    return path
+
+
 def parity(
     model: nn.Module, onnx_path: Path, spec: ModelSpec, batch: np.ndarray, tolerance: float
 ) -> float:

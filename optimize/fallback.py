@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 
 from optimize.data import Arrays
-from optimize.evaluate import accuracy, predict, session
+from optimize.evaluate import accuracy, predict, runner
 
 QUANTIZABLE = ("Conv", "Gemm", "MatMul")
 
@@ -70,11 +70,11 @@ def sensitivities(
     threads: int,
 ) -> dict[str, float]:
     """Mean KL from FP32 when only each group is quantized, on the images `x`."""
-    reference = predict(session(fp32, threads), x)
+    reference = predict(runner(fp32, threads), x)
     scores = {}
     for group, nodes in groups.items():
         path = quantize(work / "sensitivity.onnx", nodes_to_quantize=nodes)
-        scores[group] = mean_kl(reference, predict(session(path, threads), x))
+        scores[group] = mean_kl(reference, predict(runner(path, threads), x))
         path.unlink()
     return scores
 
@@ -109,7 +109,7 @@ def fall_back(
         kept = order[:k]
         excluded = always_excluded + [n for g in kept for n in groups[g]]
         path = quantize(work / f"fallback{k}.onnx", nodes_to_exclude=excluded)
-        top1 = accuracy(session(path, threads), selection.x, selection.y)["top1"]
+        top1 = accuracy(runner(path, threads), selection.x, selection.y)["top1"]
         steps.append({"fp32_groups": kept, "val_top1": round(top1, 4),
                       "drop": round(100 * (fp32_top1 - top1), 3), "file": path.name})  # fmt: skip
         print(f"    fallback {k}: {group} to FP32, val top-1 {top1:.4f} "

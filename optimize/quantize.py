@@ -32,7 +32,7 @@ from onnxruntime.quantization import (
 from optimize import fallback
 from optimize.config import BenchConfig, QuantizeConfig
 from optimize.data import Arrays
-from optimize.evaluate import accuracy, benchmark, session
+from optimize.evaluate import accuracy, benchmark, runner
 
 METHODS = {
     "minmax": CalibrationMethod.MinMax,
@@ -161,15 +161,17 @@ def quantize_best(
     max_drop: float,
     cfg: QuantizeConfig,
     threads: int,
+    bench_threads: int = 1,
 ) -> dict:
     """Quantize with every calibration method and keep the best on validation; when that
-    misses the budget (max_drop - fallback_margin points), fall back per layer group."""
+    misses the budget (max_drop - fallback_margin points), fall back per layer group.
+    `threads` run the accuracy checks, `bench_threads` time the fallback's steps."""
     tried = {}
     for method in cfg.methods:
         candidate = out.with_name(f"{out.stem}.{method}{out.suffix}")
         start = time.perf_counter()
         quantize(cal, candidate, target, method, cfg)
-        top1 = accuracy(session(candidate, threads), selection.x, selection.y)["top1"]
+        top1 = accuracy(runner(candidate, threads), selection.x, selection.y)["top1"]
         tried[method] = {
             "val_top1": round(top1, 4),
             "seconds": round(time.perf_counter() - start, 1),
@@ -187,8 +189,10 @@ def quantize_best(
     budget = max_drop - cfg.fallback_margin
     if cfg.fallback and 100 * (fp32_val_top1 - tried[best]["val_top1"]) > budget:
         print(f"  {out.stem} [{target}]: val drop > {budget:.2f} points, per-layer fallback")
-        record["fallback"] = layer_fallback(cal, out, target, best, selection, fp32_val_top1,
-                                            budget, cfg, threads)  # fmt: skip
+        record["fallback"] = layer_fallback(
+            cal, out, target, best, selection, (tried[best]["val_top1"], fp32_val_top1), budget,
+            cfg, (threads, bench_threads),
+        )  # fmt: skip
     return record
 
 
@@ -198,12 +202,14 @@ def layer_fallback(
     target: str,
     method: str,
     selection: Arrays,
-    fp32_val_top1: float,
+    top1s: tuple[float, float],
     budget: float,
     cfg: QuantizeConfig,
-    threads: int,
+    threads: tuple[int, int],
 ) -> dict:
-    """fallback.fall_back with this target's quantizer; times every step, keeps the last."""
+    """fallback.fall_back with this target's quantizer; times every step, keeps the last.
+
+    top1s: validation top-1 of the all-INT8 model and of FP32; threads: (accuracy, timing)."""
     stem = stem_nodes(cal.pre) if cfg.float_stem and target == "cpu" else []
     work = out.parent / f"{out.stem}.fallback"
     work.mkdir()
@@ -211,14 +217,13 @@ def layer_fallback(
     def quantizer(path: Path, nodes_to_exclude=None, nodes_to_quantize=None) -> Path:
         return quantize(cal, path, target, method, cfg, nodes_to_exclude, nodes_to_quantize)
 
-    quantized_top1 = accuracy(session(out, threads), selection.x, selection.y)["top1"]
     record = fallback.fall_back(
-        cal.pre, quantized_top1, fp32_val_top1, budget, quantizer, selection,
-        cfg.sensitivity_images, work, threads, stem,
+        cal.pre, *top1s, budget, quantizer, selection, cfg.sensitivity_images, work, threads[0],
+        stem,
     )  # fmt: skip
     paths = {"0": out, **{str(k): work / s["file"] for k, s in enumerate(record["steps"]) if k}}
-    timing = benchmark(paths, selection.x, BenchConfig(threads=threads, rounds=2, seconds=0.2,
-                                                       warmup=3))  # fmt: skip
+    runners = {k: runner(p, threads[1]) for k, p in paths.items()}
+    timing = benchmark(runners, selection.x, BenchConfig(rounds=2, seconds=0.2, warmup=3))
     for k, step in enumerate(record["steps"]):
         step["throughput_bs8"] = timing[str(k)]["throughput_bs8"]
     if record.pop("path") is not None:

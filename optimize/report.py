@@ -19,12 +19,17 @@ COLUMNS = (
     ("size KB", "size_bytes", "{:,.0f}"),
     ("params", "params", "{:,}"),
     ("MMACs", "mmacs", "{:.2f}"),
+    ("engine", "engine", "{}"),
     ("top-1 %", "top1", "{:.2%}"),
     ("macro-F1", "macro_f1", "{:.4f}"),
     ("top-1 change (pts)", "top1_drop", "{:+.2f}"),
     ("bs1 ms", "latency_ms_bs1", "{:.3f}"),
     ("bs8 img/s", "throughput_bs8", "{:,.0f}"),
-    ("x fp32", "speedup_bs8", "{:.2f}"),
+    ("x fp32 ORT", "speedup_bs8", "{:.2f}"),
+    ("ORT top-1", "onnxruntime_top1", "{:.2%}"),
+    ("OV top-1", "openvino_top1", "{:.2%}"),
+    ("ORT bs8", "onnxruntime_bs8", "{:,.0f}"),
+    ("OV bs8", "openvino_bs8", "{:,.0f}"),
     ("deployed", "deployed", "{}"),
 )
 
@@ -43,11 +48,14 @@ def markdown(report: dict) -> str:
     lines = [
         f"# Optimize report: {report['model']}",
         "",
-        f"Test split: {report['test_images']} images, evaluated through ONNX Runtime (CPU). "
+        f"Test split: {report['test_images']} images, evaluated on every engine that may serve "
+        "each variant. "
         f"Gate: top-1 drop <= {report['max_accuracy_drop']} points versus FP32.",
-        f"Timing: in-process ONNX Runtime, {b['threads']} intra-op thread(s), inter-op 1, "
-        f"{b['rounds']} interleaved rounds of {b['seconds']} s per variant and batch size; "
-        "medians.",
+        f"Timing: in-process, each engine with {b['threads']} thread(s) and one stream, "
+        f"{b['rounds']} interleaved rounds of {b['seconds']} s per variant, engine and batch "
+        "size; medians. Each variant serves on the fastest engine whose own test top-1 passes "
+        "the gate (ORT: ONNX Runtime, OV: OpenVINO; the TensorRT graph runs on ORT only, as "
+        "the proxy for its INT8 accuracy).",
         "",
         "| " + " | ".join(c[0] for c in COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
@@ -58,6 +66,8 @@ def markdown(report: dict) -> str:
     for v in report["variants"]:
         if not v["deployed"]:
             lines.append(f"- `{v['name']}` not deployed: {v['why']}")
+        elif v.get("engine_note"):
+            lines.append(f"- `{v['name']}` serves on {v['engine']}: {v['engine_note']}")
     best = report.get("best_cpu_variant")
     if best:
         lines.append(
@@ -167,14 +177,14 @@ def plot(variants: list[dict], path: Path, title: str, max_drop: float) -> Path:
         color = "tab:green" if v["deployed"] else "tab:red"
         ax.scatter(v["throughput_bs8"], 100 * v["top1"], marker=marker, color=color, s=50)
         ax.annotate(
-            v["name"],
+            f"{v['name']} ({v['engine']})",
             (v["throughput_bs8"], 100 * v["top1"]),
             fontsize=8,
             xytext=(4, 4),
             textcoords="offset points",
         )
     ax.set_xscale("log")
-    ax.set_xlabel("ONNX Runtime throughput at batch 8 (images/s, log scale)")
+    ax.set_xlabel("throughput at batch 8 on the variant's engine (images/s, log scale)")
     ax.set_ylabel("test top-1 (%)")
     ax.set_title(
         f"{title}: green deployed, red not; square: TensorRT QDQ run on CPU; dashed: gate",
@@ -203,12 +213,13 @@ def write_reports(run_dir: Path, report: dict) -> list[Path]:
 
 def print_summary(report: dict, written: list[Path]) -> None:
     print(
-        f"\n{'variant':<16} {'top-1':>7} {'drop':>6} {'bs1 ms':>8} {'bs8 img/s':>10} {'x fp32':>7}"
+        f"\n{'variant':<16} {'engine':<12} {'top-1':>7} {'drop':>6} {'bs1 ms':>8} "
+        f"{'bs8 img/s':>10} {'x fp32':>7}"
     )
     for r in report["variants"]:
         deployed = "deployed" if r["deployed"] else f"not deployed: {r['why']}"
         print(
-            f"{r['name']:<16} {r['top1']:>7.4f} {r['top1_drop']:>6.2f} "
+            f"{r['name']:<16} {r['engine']:<12} {r['top1']:>7.4f} {r['top1_drop']:>6.2f} "
             f"{r['latency_ms_bs1']:>8.3f} {r['throughput_bs8']:>10.0f} "
             f"{r['speedup_bs8']:>7.2f}  {deployed}"
         )

@@ -21,6 +21,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from contract import ModelSpec, SpecError, load_spec, save_spec
 from contract.atomic import staged_dir
 from optimize.config import OptimizeError, RepositoryConfig
+from optimize.evaluate import openvino_properties
 from serve.repository import RepositoryError, add_preprocess_and_ensemble, config_text
 
 
@@ -30,6 +31,7 @@ class RepoModel:
     source: Path  # model.onnx, or the QDQ ONNX for the TensorRT model
     tensorrt: bool = False
     plan: Path | None = None  # built TensorRT engine, when a GPU was present
+    engine: str = "onnxruntime"  # or "openvino": the CPU backend that serves model.onnx
 
 
 def model_config(model: RepoModel, spec: ModelSpec, cfg: RepositoryConfig) -> mc.ModelConfig:
@@ -40,8 +42,9 @@ def model_config(model: RepoModel, spec: ModelSpec, cfg: RepositoryConfig) -> mc
         max_batch_size=cfg.max_batch_size,
         input=[{"name": spec.input_name, "data_type": mc.TYPE_FP32,
                 "dims": [spec.channels, spec.height, spec.width]}],
-        output=[{"name": spec.output_name, "data_type": mc.TYPE_FP32,
-                 "dims": [spec.num_classes], "label_filename": "labels.txt"}],
+        output=[{"name": name, "data_type": mc.TYPE_FP32, "dims": [spec.num_classes],
+                 "label_filename": "labels.txt"}
+                for name in (spec.output_name, spec.probabilities_name)],
         dynamic_batching={"preferred_batch_size": cfg.preferred_batch_size,
                           "max_queue_delay_microseconds": cfg.max_queue_delay_microseconds},
         instance_group=[{"count": cfg.instances, "kind": gpu if model.tensorrt else cpu}],
@@ -49,11 +52,20 @@ def model_config(model: RepoModel, spec: ModelSpec, cfg: RepositoryConfig) -> mc
     if model.tensorrt:
         config.platform = "tensorrt_plan"
         return config
-    config.backend = "onnxruntime"
-    for key, value in (("intra_op_thread_count", cfg.intra_op_threads),
-                       ("inter_op_thread_count", cfg.inter_op_threads)):  # fmt: skip
-        config.parameters[key].string_value = str(value)
+    config.backend = model.engine
+    for key, value in backend_parameters(model.engine, cfg).items():
+        config.parameters[key].string_value = value
+    if model.engine == "openvino":  # the native backend's default is model.xml (IR)
+        config.default_model_filename = "model.onnx"
     return config
+
+
+def backend_parameters(engine: str, cfg: RepositoryConfig) -> dict[str, str]:
+    """The parameters NVIDIA's native backend of that name reads (and ours, alike)."""
+    if engine == "openvino":
+        return openvino_properties(cfg.intra_op_threads)
+    return {"intra_op_thread_count": str(cfg.intra_op_threads),
+            "inter_op_thread_count": str(cfg.inter_op_threads)}  # fmt: skip
 
 
 def write_model(root: Path, model: RepoModel, spec: ModelSpec, cfg: RepositoryConfig) -> None:

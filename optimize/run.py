@@ -26,14 +26,22 @@ from contract.config import ConfigError, from_dict, load_config, to_dict
 from optimize import prune as pruning
 from optimize.config import OptimizeConfig, OptimizeError
 from optimize.data import OptimizeData, load_data
-from optimize.evaluate import accuracy, benchmark, session
-from optimize.export import export_onnx, parity
+from optimize.evaluate import accuracy, benchmark, runner
+from optimize.export import add_probabilities, export_onnx, parity
 from optimize.fallback import layer_precisions
 from optimize.quantize import Calibration, preprocess, quantize_best
 from optimize.report import print_summary, write_reports
 from optimize.repository import RepoModel, write_repository
 from optimize.tensorrt import try_build
-from optimize.variants import Variant, best_cpu, gate, int8_name, rows
+from optimize.variants import (
+    Variant,
+    best_cpu,
+    choose_engines,
+    gate,
+    int8_name,
+    rows,
+    timing_key,
+)
 from train import distributed
 from train.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
 from train.config import TrainConfig
@@ -71,9 +79,11 @@ def load_run(run_dir: Path) -> tuple[ModelSpec, nn.Module, TrainConfig]:
     spec = load_spec(run_dir / "model_spec.json")
     blob = read_checkpoint(run_dir / "checkpoint.pt")
     recorded, current = blob.get("spec"), spec.to_dict()
-    if isinstance(recorded, dict) and recorded != current:
-        keys = sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
-        raise OptimizeError(f"model_spec.json does not match the checkpoint (differs in {keys})")
+    if isinstance(recorded, dict):  # compared with defaults filled in: specs gain keys
+        recorded = {**current, **recorded}
+        keys = sorted(k for k in current if recorded.get(k) != current.get(k))
+        if keys:
+            raise OptimizeError(f"model_spec.json does not match the checkpoint (differs: {keys})")
     model = model_from_checkpoint(blob, spec)
     try:
         train_cfg = from_dict(TrainConfig, blob["config"])
@@ -117,13 +127,13 @@ def quantize_variants(models: dict, work: Path, data: OptimizeData, spec, cfg: O
         fp32 = work / f"model_{source}.onnx"
         cal = Calibration(preprocess(fp32, work / f"model_{source}.pre.onnx"), data.calibration,
                           spec.input_name, work)  # fmt: skip
-        fp32_val = accuracy(session(fp32, cfg.threads), data.selection.x, data.selection.y)
+        fp32_val = accuracy(runner(fp32, cfg.threads), data.selection.x, data.selection.y)
         for target in cfg.quantize.targets:
             name = int8_name(source, target)
             out = work / f"model_{name}.onnx"
             choices[name] = quantize_best(
                 cal, out, target, data.selection, fp32_val["top1"], cfg.max_accuracy_drop,
-                cfg.quantize, cfg.threads,
+                cfg.quantize, cfg.threads, cfg.bench.threads,
             )  # fmt: skip
             variants.append(Variant(name, target, "int8", source == "pruned", out))
         for leftover in [cal.pre, *work.glob(f"{cal.pre.stem}.*.calibration.json")]:
@@ -132,12 +142,22 @@ def quantize_variants(models: dict, work: Path, data: OptimizeData, spec, cfg: O
 
 
 def evaluate_variants(variants: list[Variant], data: OptimizeData, threads: int) -> dict:
-    """Test-split accuracy of every variant (threads only change speed, not the answers)."""
-    results = {}
+    """Test-split accuracy of every variant on every engine that may serve it (threads change
+    only the speed, not the answers)."""
+    results: dict[str, dict] = {}
     for v in variants:
-        results[v.name] = accuracy(session(v.path, threads), data.test.x, data.test.y, v.name)
-        print(f"  {v.name:<16} top-1 {results[v.name]['top1']:.4f}")
+        for engine in v.engines:
+            run = runner(v.path, threads, engine)
+            acc = accuracy(run, data.test.x, data.test.y, f"{v.name} ({engine})")
+            results.setdefault(v.name, {})[engine] = acc
+            print(f"  {v.name:<16} {engine:<12} top-1 {acc['top1']:.4f}")
     return results
+
+
+def time_variants(variants: list[Variant], data: OptimizeData, cfg: OptimizeConfig) -> dict:
+    runs = {timing_key(v.name, e): runner(v.path, cfg.bench.threads, e)
+            for v in variants for e in v.engines}  # fmt: skip
+    return benchmark(runs, data.test.x, cfg.bench)
 
 
 def tensorrt_plan(variants, results, work: Path, cfg: OptimizeConfig) -> tuple[Path | None, str]:
@@ -163,7 +183,7 @@ def tensorrt_plan(variants, results, work: Path, cfg: OptimizeConfig) -> tuple[P
 def deploy(variants, report_rows, plan, spec, cfg: OptimizeConfig) -> list[str]:
     models = [
         RepoModel(r["triton_model"], v.path, v.target == "tensorrt",
-                  plan if v.target == "tensorrt" else None)
+                  plan if v.target == "tensorrt" else None, r["engine"])
         for v, r in zip(variants, report_rows, strict=True)
         if r["deployed"]
     ]  # fmt: skip
@@ -207,11 +227,14 @@ def run(run_dir: Path, cfg: OptimizeConfig) -> dict:
                 diffs["pruned"] = export_checked(models["pruned"], spec, path, data, cfg)
         with step(seconds, "quantize", 4, f"INT8 quantization for {cfg.quantize.targets}"):
             variants, calibration = quantize_variants(models, work, data, spec, cfg)
+            for v in variants:
+                add_probabilities(v.path, spec)
         with step(seconds, "evaluate", 5, f"evaluating on {len(data.test.y)} test images"):
             results = evaluate_variants(variants, data, cfg.threads)
-            gate(variants, results, cfg.max_accuracy_drop, spec)
-        with step(seconds, "benchmark", 6, f"timing ({cfg.bench.threads} ORT thread(s))"):
-            timings = benchmark({v.name: v.path for v in variants}, data.test.x, cfg.bench)
+            gate(variants, results, cfg.max_accuracy_drop, spec, tuple(cfg.repository.engines))
+        with step(seconds, "benchmark", 6, f"timing ({cfg.bench.threads} thread(s) an engine)"):
+            timings = time_variants(variants, data, cfg)
+            choose_engines(variants, results, timings)
         with step(seconds, "tensorrt", 7, "TensorRT engine"):
             plan, tensorrt = tensorrt_plan(variants, results, work, cfg)
         with step(seconds, "repository", 8, f"model repository {cfg.repository.path}, reports"):

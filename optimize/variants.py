@@ -1,4 +1,5 @@
-"""The deployable variants, the accuracy gate that decides which deploy, and their report rows."""
+"""The deployable variants, the accuracy gate that decides which deploy and on which engine,
+and their report rows."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contract import ModelSpec
+from optimize.config import ENGINES
+
+REFERENCE = ("fp32", "onnxruntime")  # every drop is measured against FP32 on ONNX Runtime
 
 
 @dataclass
@@ -15,6 +19,12 @@ class Variant:
     precision: str  # fp32 | int8
     pruned: bool
     path: Path  # its ONNX file
+
+    @property
+    def engines(self) -> tuple[str, ...]:
+        """Where it can serve: a CPU variant on either engine; the TensorRT graph serves on
+        GPUs, and its run on ONNX Runtime here is only the proxy for its INT8 accuracy."""
+        return ENGINES if self.target == "cpu" else ("onnxruntime",)
 
 
 def int8_name(source: str, target: str) -> str:
@@ -26,21 +36,40 @@ def triton_name(v: Variant, spec: ModelSpec) -> str:
     return f"{spec.name}_trt" if v.target == "tensorrt" else f"{spec.name}_{v.name}"
 
 
-def gate(variants: list[Variant], results: dict, max_drop: float, spec: ModelSpec) -> None:
-    """Mark each variant deployed or not, with the reason.
+def timing_key(name: str, engine: str) -> str:
+    return f"{name}@{engine}"
 
-    The drop is measured against the FP32 ONNX model on the test split. The repository holds
+
+def gate(
+    variants: list[Variant],
+    results: dict,
+    max_drop: float,
+    spec: ModelSpec,
+    allowed: tuple[str, ...] = ENGINES,
+) -> None:
+    """Mark each variant's engines passed or not, and the variant deployed or not, with why.
+
+    `results[name][engine]` holds that engine's test-split accuracy: INT8 kernels differ
+    between engines, so each engine passes the gate on its own answers. CPU variants deploy
+    only on `allowed` engines (the backends the serving host has). The repository holds
     one TensorRT model, so the pruned TensorRT graph is preferred when both pass.
     """
-    reference = results["fp32"]["top1"]
+    reference = results[REFERENCE[0]][REFERENCE[1]]["top1"]
     trt_chosen = False
     for v in sorted(variants, key=lambda v: not v.pruned):
         r = results[v.name]
-        r["top1_drop"] = round(100 * (reference - r["top1"]), 3)
-        r["deployed"], r["why"] = True, ""
-        if r["top1_drop"] > max_drop:
-            r["deployed"] = False
-            r["why"] = f"top-1 drop {r['top1_drop']:.2f} points > {max_drop}"
+        for engine in v.engines:
+            acc = r[engine]
+            acc["top1_drop"] = round(100 * (reference - acc["top1"]), 3)
+            acc["passed"] = acc["top1_drop"] <= max_drop
+        usable = v.engines if v.target == "tensorrt" else [e for e in v.engines if e in allowed]
+        passing = [e for e in usable if r[e]["passed"]]
+        r["passing"], r["deployed"], r["why"] = passing, bool(passing), ""
+        if not usable:
+            r["why"] = f"none of its engines {list(v.engines)} is in repository.engines"
+        elif not passing:
+            best = min(r[e]["top1_drop"] for e in usable)
+            r["why"] = f"top-1 drop {best:.2f} points > {max_drop}"
         elif v.target == "tensorrt" and trt_chosen:
             r["deployed"] = False
             r["why"] = f"{spec.name}_trt holds the pruned TensorRT graph (one per repository)"
@@ -49,36 +78,66 @@ def gate(variants: list[Variant], results: dict, max_drop: float, spec: ModelSpe
         r["triton_model"] = triton_name(v, spec) if r["deployed"] else None
 
 
+def choose_engines(variants: list[Variant], results: dict, timings: dict) -> None:
+    """Each variant's engine: the fastest at batch 8 among those that passed the gate (the
+    fastest overall, for the record, when none did)."""
+    for v in variants:
+        r = results[v.name]
+
+        def speed(engine: str, name: str = v.name) -> float:
+            return timings[timing_key(name, engine)]["throughput_bs8"]
+
+        r["engine"] = max(r["passing"] or v.engines, key=speed)
+        faster = [e for e in v.engines if r["passing"] and speed(e) > speed(r["engine"])]
+        r["engine_note"] = "; ".join(
+            f"{e} is faster but drops {r[e]['top1_drop']:.2f} points" for e in faster
+        )
+
+
 def rows(variants: list[Variant], results: dict, timings: dict, counts: dict) -> list[dict]:
-    """One report row per variant; `counts` maps fp32/pruned to (MACs, params)."""
-    fp32_throughput = timings["fp32"]["throughput_bs8"]
+    """One report row per variant, with its chosen engine's figures and every engine's
+    beside them; `counts` maps fp32/pruned to (MACs, params)."""
+    fp32_throughput = timings[timing_key(*REFERENCE)]["throughput_bs8"]
     out = []
     for v in variants:
         macs, params = counts["pruned" if v.pruned else "fp32"]
-        r, t = results[v.name], timings[v.name]
-        out.append(
-            {
-                "name": v.name,
-                "target": v.target,
-                "precision": v.precision,
-                "pruned": v.pruned,
-                "file": v.path.name,
-                "size_bytes": v.path.stat().st_size,
-                "params": params,
-                "macs": macs,
-                "mmacs": macs / 1e6,
-                "top1": round(r["top1"], 4),
-                "top5": round(r["top5"], 4),
-                "macro_f1": round(r["macro_f1"], 4),
-                "top1_drop": r["top1_drop"],
-                "deployed": r["deployed"],
-                "why": r["why"],
-                "triton_model": r["triton_model"],
-                "latency_ms_bs1": t["latency_ms_bs1"],
-                "throughput_bs8": t["throughput_bs8"],
-                "speedup_bs8": round(t["throughput_bs8"] / fp32_throughput, 3),
+        r = results[v.name]
+        acc, t = r[r["engine"]], timings[timing_key(v.name, r["engine"])]
+        row = {
+            "name": v.name,
+            "target": v.target,
+            "precision": v.precision,
+            "pruned": v.pruned,
+            "file": v.path.name,
+            "size_bytes": v.path.stat().st_size,
+            "params": params,
+            "macs": macs,
+            "mmacs": macs / 1e6,
+            "engine": r["engine"],
+            "top1": round(acc["top1"], 4),
+            "top5": round(acc["top5"], 4),
+            "macro_f1": round(acc["macro_f1"], 4),
+            "top1_drop": acc["top1_drop"],
+            "deployed": r["deployed"],
+            "why": r["why"],
+            "engine_note": r["engine_note"],
+            "triton_model": r["triton_model"],
+            "latency_ms_bs1": t["latency_ms_bs1"],
+            "throughput_bs8": t["throughput_bs8"],
+            "speedup_bs8": round(t["throughput_bs8"] / fp32_throughput, 3),
+            "engines": {},
+        }
+        for e in v.engines:
+            te = timings[timing_key(v.name, e)]
+            row["engines"][e] = {
+                "top1": round(r[e]["top1"], 4),
+                "top1_drop": r[e]["top1_drop"],
+                "passed": r[e]["passed"],
+                "latency_ms_bs1": te["latency_ms_bs1"],
+                "throughput_bs8": te["throughput_bs8"],
             }
-        )
+            row[f"{e}_top1"], row[f"{e}_bs8"] = r[e]["top1"], te["throughput_bs8"]
+        out.append(row)
     return out
 
 

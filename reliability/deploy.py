@@ -15,8 +15,10 @@ from pathlib import Path
 
 from contract import ModelSpec, SpecError, load_spec
 from reliability.errors import ReliabilityError
+from serve.replicas import Replicas, replicas
 from serve.repository import RepositoryError, add_preprocess_and_ensemble, read_config
 from serve.server import TritonServer, free_ports
+from serve.supervisor import DEFAULT_RESTARTS, RestartPolicy
 
 
 @dataclass(frozen=True)
@@ -65,13 +67,13 @@ def copy_from(source: Path, dest: Path) -> Deployment:
 def build_from_run(run: Path, dest: Path) -> Deployment:
     """Export a train run's checkpoint as `<name>_fp32` and add the serve stage's ensemble."""
     from optimize.config import RepositoryConfig
-    from optimize.export import export_onnx
+    from optimize.export import add_probabilities, export_onnx
     from optimize.repository import RepoModel, write_model
     from train.checkpoint import model_from_checkpoint, read_checkpoint
 
     spec = load_spec(run)
     model = model_from_checkpoint(read_checkpoint(run / "checkpoint.pt"), spec)
-    onnx = export_onnx(model, spec, dest / f".{spec.name}.onnx", opset=17)
+    onnx = add_probabilities(export_onnx(model, spec, dest / f".{spec.name}.onnx", 17), spec)
     cfg = RepositoryConfig()
     classifier = f"{spec.name}_fp32"
     write_model(dest, RepoModel(classifier, onnx), spec, cfg)
@@ -103,8 +105,9 @@ def running(
     models: list[str] | None = None,
     stop_timeout: float = 20.0,
     watchdog: bool = True,
+    restarts: RestartPolicy | None = DEFAULT_RESTARTS,
 ) -> Iterator[TritonServer]:
-    triton = server(repo, work, models, watchdog).start()
+    triton = server(repo, work, models, watchdog, restarts).start()
     try:
         yield triton
     finally:
@@ -112,7 +115,11 @@ def running(
 
 
 def server(
-    repo: Path, work: Path, models: list[str] | None = None, watchdog: bool = True
+    repo: Path,
+    work: Path,
+    models: list[str] | None = None,
+    watchdog: bool = True,
+    restarts: RestartPolicy | None = DEFAULT_RESTARTS,
 ) -> TritonServer:
     """A TritonServer (not started) on fresh loopback ports, with its own admin key."""
     http, grpc, metrics = free_ports(3)
@@ -126,4 +133,23 @@ def server(
         backend_dir=work / "backends",
         log_file=work / "server.log",
         watchdog=watchdog,
+        restarts=restarts,
     )
+
+
+@contextlib.contextmanager
+def running_replicas(
+    repo: Path, work: Path, n: int, stop_timeout: float = 20.0
+) -> Iterator[Replicas]:
+    """`n` replicas (each with its watchdog and supervisor) on fresh loopback ports."""
+    group = replicas(
+        repo,
+        n,
+        log_file=work / "server.log",
+        admin_key=secrets.token_urlsafe(18),
+        backend_dir=work / "backends",
+    ).start()
+    try:
+        yield group
+    finally:
+        group.stop(stop_timeout)

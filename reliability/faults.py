@@ -1,5 +1,6 @@
-"""Faults under load: a killed Python stub, a server restart, an interrupted `optimize`, corrupt
-model files. Each runs on its own server and copy of the deployment, with a bounded load.
+"""Faults under load: a killed Python stub, tritonserver dying, one of two replicas lost, a
+server restart, an interrupted `optimize`, corrupt model files. Each runs on its own server (or
+replicas) and copy of the deployment, with a bounded load.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import tritonclient.http as http
 from tritonclient.utils import InferenceServerException
 
 from client.connection import Policy, Triton, describe
-from reliability.deploy import Deployment, find, running
+from reliability.deploy import Deployment, find, running, running_replicas
 from reliability.errors import ReliabilityError
 from reliability.load import Load, summary
 from reliability.reference import Probe
@@ -28,6 +29,7 @@ from serve import procs
 from serve.errors import ServerError
 from serve.repository import config_text, read_config
 from serve.server import TritonServer
+from serve.supervisor import DEFAULT_RESTARTS, describe_exit
 
 CONCURRENCY = 8
 WARMUP_S = 0.5
@@ -42,6 +44,7 @@ OPTIMIZE_FAST = [
     "quantize.targets=[cpu]",
     "quantize.methods=[minmax]",
     "data.calibration_images=64",
+    "data.min_calibration_images=64",
     "data.selection_images=64",
     "bench.rounds=1",
     "bench.seconds=0.01",
@@ -74,9 +77,10 @@ class Setup:
 
 @contextlib.contextmanager
 def serving(
-    setup: Setup, name: str, extra: Callable[[Path], None] | None = None, watchdog: bool = True
+    setup: Setup, name: str, extra: Callable[[Path], None] | None = None, guarded: bool = True
 ):
-    """A fresh copy of the deployment (changed by `extra`) served on its own ports."""
+    """A fresh copy of the deployment (changed by `extra`) served on its own ports; `guarded`:
+    with serve's stub watchdog and supervisor, else Triton on its own."""
     work = setup.work / name
     repo = work / "model_repository"
     shutil.copytree(setup.deployment.repo, repo)
@@ -84,7 +88,8 @@ def serving(
         extra(repo)
     # A model version that failed to load, or lost its stub, never finishes unloading: Triton
     # would wait its whole exit timeout (10 s) at the end. The measurement is over by then.
-    with running(repo, work, stop_timeout=STOP_S, watchdog=watchdog) as triton:
+    restarts = DEFAULT_RESTARTS if guarded else None
+    with running(repo, work, stop_timeout=STOP_S, watchdog=guarded, restarts=restarts) as triton:
         yield triton, repo
 
 
@@ -136,14 +141,14 @@ ABORTED = "tritonserver itself aborted"
 def aborted(code: int) -> str:
     # Seen here: Triton 2.51's Python backend throws boost::interprocess::lock_exception and
     # aborts the whole server when a stub dies holding its shared-memory lock. Intermittent.
-    return f"{ABORTED} (exit {code}): the dead stub held the Python backend's IPC lock"
+    return f"{ABORTED} ({describe_exit(code)}): the dead stub held the Python backend's IPC lock"
 
 
 def stub_kill_baseline(setup: Setup) -> Result:
-    """No watchdog: what Triton itself does when a stub dies."""
+    """No watchdog, no supervisor: what Triton itself does when a stub dies."""
     model = setup.deployment.preprocess
     with (
-        serving(setup, "stub_baseline", watchdog=False) as (triton, _),
+        serving(setup, "stub_baseline", guarded=False) as (triton, _),
         _load(triton, setup) as load,
     ):
         time.sleep(WARMUP_S)
@@ -166,24 +171,104 @@ def stub_kill_baseline(setup: Setup) -> Result:
     )
 
 
+def _recovered(triton: TritonServer, since: int) -> str | None:
+    """How the server came back after a fault: a watchdog reload, or a supervisor restart
+    (`since`: restarts before the fault); None while it has not."""
+    reloads = [e for e in triton.watchdog.events if e.error is None]
+    restarts = [r for r in triton.supervisor.restarts[since:] if r.ready_seconds is not None]
+    if restarts:
+        r = restarts[-1]
+        return f"{aborted(r.code)}; the supervisor restarted it in {r.ready_seconds:.2f}s"
+    if reloads:
+        return f"watchdog reloaded the model in {reloads[0].reload_seconds:.2f}s"
+    return None
+
+
+def _done_at(triton: TritonServer) -> float | None:
+    """When the last recovery finished (time.monotonic())."""
+    ends = [e.detected + e.reload_seconds for e in triton.watchdog.events if e.error is None]
+    ends += [r.died + r.ready_seconds for r in triton.supervisor.restarts if r.ready_seconds]
+    return max(ends, default=None)
+
+
 def stub_kill(setup: Setup, model: str) -> Result:
+    """A stub killed mid-request: the watchdog reloads its model, or, when Triton 2.51 aborts
+    with it, the supervisor restarts tritonserver. Either way the client's retries bridge it."""
     with serving(setup, f"kill_{model}") as (triton, _), _load(triton, setup) as load:
-        dog = triton.watchdog
         time.sleep(WARMUP_S)
         t_fault = time.monotonic()
         os.kill(_stub(triton, model).pid, signal.SIGKILL)
-        back = _wait(lambda: any(e.error is None for e in dog.events), RECOVERY_CAP_S)
+        back = _wait(lambda: _recovered(triton, 0) is not None, RECOVERY_CAP_S)
         time.sleep(SETTLE_S)
-        code = triton.process.poll()
-    event = dog.events[0] if dog.events else None
-    done = event.detected + event.reload_seconds if event else None
-    if back:
-        note = f"watchdog reloaded {model} in {event.reload_seconds:.2f}s"
-    elif code is not None:
-        note = aborted(code)
-    else:
-        note = f"not back after {RECOVERY_CAP_S:.0f}s: {event.error if event else 'no reload'}"
+        how = _recovered(triton, 0)
+        done = _done_at(triton)
+    note = how or f"not back after {RECOVERY_CAP_S:.0f}s: {_failures(triton)}"
     return _result(f"kill {model} stub (watchdog)", load, t_fault, back, note, done)
+
+
+def _failures(triton: TritonServer) -> str:
+    said = [e.error for e in triton.watchdog.events if e.error]
+    said += [r.error for r in triton.supervisor.restarts if r.error]
+    return "; ".join(said) or "no reload, no restart"
+
+
+def server_abort(setup: Setup) -> Result:
+    """tritonserver aborts (SIGABRT, as its lock_exception does) under load: the supervisor
+    starts it again on the same ports."""
+    with serving(setup, "abort") as (triton, _), _load(triton, setup) as load:
+        time.sleep(WARMUP_S)
+        t_fault = time.monotonic()
+        os.kill(triton.process.pid, signal.SIGABRT)
+        back = _wait(lambda: _recovered(triton, 0) is not None, RECOVERY_CAP_S)
+        time.sleep(SETTLE_S)
+        done = _done_at(triton)
+        restarts = triton.supervisor.restarts
+    note = (
+        f"supervisor restarted tritonserver in {restarts[-1].ready_seconds:.2f}s "
+        f"({len(restarts)} restart); client retries bridge the gap"
+        if back
+        else f"not back after {RECOVERY_CAP_S:.0f}s: {_failures(triton)}"
+    )
+    return _result("abort tritonserver (supervisor)", load, t_fault, back, note, done)
+
+
+def _answered(triton: TritonServer) -> int:
+    """Requests the server's models have answered since it started (its statistics)."""
+    stats = _call(triton, "get_inference_statistics")["model_stats"]
+    return sum(int(m["inference_count"]) for m in stats)
+
+
+def replica_kill(setup: Setup) -> Result:
+    """One of two replicas killed under load (SIGKILL): the client goes on with the other, the
+    replica's supervisor starts it again, and the client takes it back once it is ready."""
+    work = setup.work / "replicas"
+    repo = shutil.copytree(setup.deployment.repo, work / "model_repository")
+    with (
+        running_replicas(repo, work, 2, stop_timeout=STOP_S) as group,
+        _load(group, setup) as load,
+    ):
+        victim = group.servers[1]
+        time.sleep(WARMUP_S)
+        t_fault = time.monotonic()
+        os.kill(victim.process.pid, signal.SIGKILL)
+        restarted = _wait(lambda: _recovered(victim, 0) is not None, RECOVERY_CAP_S)
+        # A new process counts from 0: anything it answers, the client sent after taking it back.
+        taken_back = restarted and _wait(lambda: _answered(victim) > 0, RECOVERY_CAP_S)
+        time.sleep(SETTLE_S)
+        done = _done_at(victim)
+        restart = victim.supervisor.restarts[-1] if victim.supervisor.restarts else None
+    if taken_back:
+        note = (
+            f"replica 1 back {restart.ready_seconds:.2f}s after it died (its supervisor), "
+            "served again once the client saw it ready; replica 0 carried the load meanwhile"
+        )
+    elif restarted:
+        note = "replica 1 restarted, but the client never sent to it again"
+    else:
+        note = f"replica 1 not back after {RECOVERY_CAP_S:.0f}s: {_failures(victim)}"
+    return _result(
+        "kill 1 of 2 replicas (client fails over)", load, t_fault, taken_back, note, done
+    )
 
 
 def server_restart(setup: Setup) -> Result:
@@ -365,6 +450,8 @@ FAULTS: dict[str, Callable[[Setup], Result]] = {
     "stub-baseline": stub_kill_baseline,
     "stub-preprocess": lambda setup: stub_kill(setup, setup.deployment.preprocess),
     "stub-classifier": lambda setup: stub_kill(setup, setup.deployment.classifier),
+    "server-abort": server_abort,
+    "replica-kill": replica_kill,
     "restart": server_restart,
     "optimize-sigterm": lambda setup: optimize_fault(setup, "sigterm"),
     "optimize-exception": lambda setup: optimize_fault(setup, "exception"),

@@ -10,10 +10,10 @@ repo = Path(sys.argv[2] if len(sys.argv) > 2 else "model_repository")
 report = json.loads((run / "optimize_report.json").read_text())
 verify = json.loads((run / "serve_verify.json").read_text())
 print("\ndemo summary")
-print(f"  {'variant':<18}{'top-1':>8}{'drop':>8}{'bs8 img/s':>11}  deployed")
+print(f"  {'variant':<18}{'engine':<13}{'top-1':>8}{'drop':>8}{'bs8 img/s':>11}  deployed")
 for v in report["variants"]:
     print(
-        f"  {v['name']:<18}{v['top1']:>8.2%}{v['top1_drop']:>+8.2f}"
+        f"  {v['name']:<18}{v['engine']:<13}{v['top1']:>8.2%}{v['top1_drop']:>+8.2f}"
         f"{v['throughput_bs8']:>11,.0f}  {'yes' if v['deployed'] else 'no: ' + v['why']}"
     )
 agree = verify["agreement"]

@@ -58,6 +58,12 @@ def alive(pid: int) -> bool:
     return fields is not None and fields[0] not in ("Z", "X")
 
 
+def zombie_child(pid: int, parent: int) -> bool:
+    """`pid` exited and `parent` has not reaped it: how a stub that died looks to Triton 2.51."""
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] == "Z" and fields[1] == str(parent)
+
+
 def rss_bytes(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():

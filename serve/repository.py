@@ -49,8 +49,9 @@ def _dims_match(config_dims, wanted) -> bool:
     )
 
 
-def _classifier_output(repo_dir: Path, classifier: str, spec: ModelSpec, max_batch: int):
-    """The classifier's output config, once its config is known to fit the spec and batch."""
+def _classifier_outputs(repo_dir: Path, classifier: str, spec: ModelSpec, max_batch: int):
+    """The classifier's score outputs (logits, and probabilities where it has them), once its
+    config is known to fit the spec and batch."""
     path = repo_dir / classifier / "config.pbtxt"
     config = read_config(path)
     inputs = {i.name: i for i in config.input}
@@ -67,7 +68,8 @@ def _classifier_output(repo_dir: Path, classifier: str, spec: ModelSpec, max_bat
         problem = f"input '{spec.input_name}' dims must be {list(chw)}"
     if problem:
         raise RepositoryError(f"{path}: {problem}")
-    return outputs[spec.output_name]
+    names = (spec.output_name, spec.probabilities_name)
+    return [outputs[name] for name in names if name in outputs]
 
 
 def _write_preprocess(model_dir: Path, name: str, spec: ModelSpec, max_batch: int) -> None:
@@ -93,7 +95,7 @@ def _write_preprocess(model_dir: Path, name: str, spec: ModelSpec, max_batch: in
 
 
 def _write_ensemble(
-    model_dir: Path, spec: ModelSpec, steps: tuple[str, str], output, max_batch: int
+    model_dir: Path, spec: ModelSpec, steps: tuple[str, str], outputs: list, max_batch: int
 ) -> None:
     preprocess, classifier = steps
     config = mc.ModelConfig(
@@ -102,10 +104,8 @@ def _write_ensemble(
         max_batch_size=max_batch,
         input=[_tensor(IMAGE_INPUT, mc.TYPE_STRING, [1])],
         output=[
-            {
-                **_tensor(spec.output_name, output.data_type, output.dims),
-                "label_filename": "labels.txt",
-            }
+            {**_tensor(o.name, o.data_type, o.dims), "label_filename": "labels.txt"}
+            for o in outputs
         ],
         ensemble_scheduling={
             "step": [
@@ -119,7 +119,7 @@ def _write_ensemble(
                     "model_name": classifier,
                     "model_version": -1,
                     "input_map": {spec.input_name: PREPROCESSED},
-                    "output_map": {spec.output_name: spec.output_name},
+                    "output_map": {o.name: o.name for o in outputs},
                 },
             ]
         },
@@ -149,9 +149,9 @@ def add_preprocess_and_ensemble(
         raise RepositoryError("max_batch_size must be >= 1 (the ensemble batches images)")
     if any("\n" in label for label in spec.labels):
         raise RepositoryError("labels must not contain newlines (labels.txt is one a line)")
-    output = _classifier_output(repo_dir, classifier, spec, max_batch_size)
+    outputs = _classifier_outputs(repo_dir, classifier, spec, max_batch_size)
     with staged_dir(repo_dir / preprocess) as tmp:
         _write_preprocess(tmp, preprocess, spec, max_batch_size)
     with staged_dir(repo_dir / spec.name) as tmp:
-        _write_ensemble(tmp, spec, (preprocess, classifier), output, max_batch_size)
+        _write_ensemble(tmp, spec, (preprocess, classifier), outputs, max_batch_size)
     return [preprocess, spec.name]

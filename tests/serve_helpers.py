@@ -13,6 +13,7 @@ from contract import ModelSpec
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CLASSIFIER = "tiny_onnx"
 ADMIN_KEY = "test-admin-key-0123"
+SHM_KEY = "test-shm-key-4567"
 MAX_BATCH = 8
 SPEC = ModelSpec(
     name="tiny",

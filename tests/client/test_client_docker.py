@@ -6,14 +6,18 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
+from importlib.metadata import metadata
 from pathlib import Path
 
 import pytest
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 from serve_helpers import PROJECT_ROOT, SPEC
 
 from optimize.config import RepositoryConfig
 from optimize.repository import RepoModel, write_model
-from serve.server import TritonServer
+from serve.server import DISABLED_HEADER, DISABLED_VALUE, TritonServer
 
 ENTRYPOINT = PROJECT_ROOT / "docker" / "entrypoint.sh"
 CFG = RepositoryConfig(max_batch_size=16, preferred_batch_size=[4, 8])
@@ -21,13 +25,20 @@ CFG = RepositoryConfig(max_batch_size=16, preferred_batch_size=[4, 8])
 
 def bash(script: str, **env: str) -> subprocess.CompletedProcess:
     """`script` in bash with the entrypoint's functions defined (sourced, so main does not run)."""
-    return subprocess.run(
+    result = subprocess.run(
         ["bash", "-c", f'source "{ENTRYPOINT}"; {script}'],
         capture_output=True,
-        text=True,
         timeout=120,
         env={**os.environ, **env},
     )
+    # Decoded by hand: text mode would turn the CR inside DISABLED_HEADER into a line break.
+    result.stdout, result.stderr = result.stdout.decode(), result.stderr.decode()
+    return result
+
+
+def lines(text: str) -> list[str]:
+    """One argument a line, as the entrypoint's `mapfile` reads them (LF only)."""
+    return [line for line in text.split("\n") if line]
 
 
 @pytest.fixture
@@ -42,17 +53,34 @@ def repo(tmp_path) -> Path:
     return root
 
 
-def test_dockerfile_arg_defaults_equal_versions_env():
-    pinned = dict(
+def pinned_versions() -> dict[str, str]:
+    return dict(
         line.split("=", 1)
         for line in (PROJECT_ROOT / "docker" / "versions.env").read_text().splitlines()
         if line and not line.startswith("#")
     )
+
+
+def test_dockerfile_arg_defaults_equal_versions_env():
+    pinned = pinned_versions()
     dockerfile = (PROJECT_ROOT / "Dockerfile.triton").read_text()
     args = dict(re.findall(r"^ARG (\w+)=(\S+)$", dockerfile, re.MULTILINE))
     assert {k: v for k, v in pinned.items() if k != "CUDA_VERSION"} == args
-    assert pinned["TRITON_IMAGE"].endswith(":24.10-py3") and pinned["TRITON_VERSION"] == "2.51.0"
     assert pinned["TENSORRT_VERSION"].startswith(pinned["TENSORRT_PIP"])
+
+
+def test_the_gpu_image_pins_the_cpu_paths_preprocessing_libraries_and_tensorrt():
+    """One preprocessing: the preprocess model in the GPU image runs the numpy and Pillow the
+    CPU path runs, on a Python they support; optimize's TensorRT is the image's."""
+    pinned = pinned_versions()
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    cpu = dict(d.split("==") for d in project["dependencies"])
+    gpu = dict(d.split("==") for d in project["optional-dependencies"]["gpu"])
+    assert (pinned["NUMPY_PIP"], pinned["PILLOW_PIP"]) == (cpu["numpy"], cpu["pillow"])
+    assert gpu["tensorrt"] == pinned["TENSORRT_PIP"]
+    for package in ("numpy", "pillow"):  # the installed ones are the pinned ones
+        needs = SpecifierSet(metadata(package)["Requires-Python"])
+        assert Version(pinned["PYTHON_VERSION"]) in needs, f"{package} needs Python {needs}"
 
 
 def test_entrypoint_is_valid_bash():
@@ -65,12 +93,17 @@ def test_trt_profile_comes_from_the_config_optimize_writes(repo):
     assert result.stdout == "1 8 16\n", result.stderr
 
 
-def test_server_flags_are_make_serves_minus_the_local_backend(repo, tmp_path):
-    result = bash(f'server_args "{repo}" test-admin-key-0123')
+@pytest.mark.parametrize("shm_key", [None, "test-shm-key-4567"])
+def test_server_flags_are_make_serves_minus_the_local_backend(repo, tmp_path, shm_key):
+    result = bash(f'server_args "{repo}" test-admin-key-0123 "{shm_key or ""}"')
     assert result.returncode == 0, result.stderr
-    ours = result.stdout.splitlines()
+    ours = lines(result.stdout)
     local = TritonServer(
-        repo, "0.0.0.0", models=["tiny_fp32", "tiny_int8"], admin_key="test-admin-key-0123"
+        repo,
+        "0.0.0.0",
+        models=["tiny_fp32", "tiny_int8"],
+        admin_key="test-admin-key-0123",
+        shm_key=shm_key,
     ).command(tmp_path / "backends")[1:]
     # Differences by design: NVIDIA's native backends, and GPU metrics on a GPU host.
     expected = [
@@ -107,6 +140,7 @@ def run_entrypoint(repo: Path, fake_gpu: Path | None = None) -> subprocess.Compl
             "MODEL_REPO": str(repo),
             "TRITONSERVER": "echo",
             "TRITON_ADMIN_KEY": "test-admin-key-0123",
+            "TRITON_SHM_KEY": "test-shm-key-4567",
             "PYTHONPATH": os.pathsep.join(pythonpath),
             "PATH": os.pathsep.join(path),
         },
@@ -130,6 +164,7 @@ def test_without_a_gpu_one_line_says_so_and_the_rest_is_served(repo):
     )
     assert len(lines) == 2 and lines[1].startswith("entrypoint: starting tritonserver with:")
     assert "admin-key=<hidden>" in result.stderr and "test-admin-key-0123" not in result.stderr
+    assert "shm-key=<hidden>" in result.stderr and "test-shm-key-4567" not in result.stderr
     assert not (repo / "tiny_trt" / "1" / "model.plan.built-for").exists()
 
 
@@ -165,3 +200,40 @@ def test_a_malformed_admin_key_stops_the_container(repo, key):
     )
     assert result.returncode == 1 and result.stdout == ""
     assert "TRITON_ADMIN_KEY must be 8+ characters" in result.stderr
+
+
+def test_without_keys_the_container_turns_the_admin_apis_off(repo):
+    """No stub watchdog in the container: model control is not needed without an operator."""
+    result = bash(f'server_args "{repo}" "" ""')
+    assert result.returncode == 0, result.stderr
+    guards = [f for f in lines(result.stdout) if "restricted" in f]
+    assert len(guards) == 6
+    assert all(f.endswith(f":{DISABLED_HEADER}={DISABLED_VALUE}") for f in guards)
+
+
+def test_primary_models_are_the_ensembles_unless_named(model_repo, repo):
+    assert bash(f'primary_models "{model_repo}"').stdout.split() == ["tiny"]
+    assert bash(f'primary_models "{repo}"').stdout.split() == []  # no ensemble
+    named = bash(f'primary_models "{model_repo}"', PRIMARY_MODELS="tiny_onnx, tiny")
+    assert named.stdout.split() == ["tiny_onnx", "tiny"]
+
+
+@pytest.mark.slow
+def test_healthcheck_reads_the_primary_models_own_ready_endpoint(server, model_repo):
+    """The image's HEALTHCHECK against a real server: the server-level endpoint says ready
+    whatever the models do; a primary model that is not ready makes the container unhealthy."""
+    env = {"MODEL_REPO": str(model_repo), "HTTP_PORT": str(server.ports["http"])}
+    healthy = subprocess.run(
+        [str(ENTRYPOINT), "healthcheck"], capture_output=True, text=True, timeout=60,
+        env={**os.environ, **env},
+    )  # fmt: skip
+    assert healthy.returncode == 0, healthy.stderr
+    missing = subprocess.run(
+        [str(ENTRYPOINT), "healthcheck"], capture_output=True, text=True, timeout=60,
+        env={**os.environ, **env, "PRIMARY_MODELS": "tiny,tiny_missing"},
+    )  # fmt: skip
+    assert missing.returncode == 1
+    assert (
+        missing.stderr.startswith("not ready: ")
+        and "/v2/models/tiny_missing/ready" in missing.stderr
+    )

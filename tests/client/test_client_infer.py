@@ -19,9 +19,17 @@ from client_helpers import (
     run_infer,
     write_png,
 )
-from serve_helpers import ADMIN_KEY, CLASSIFIER, PROJECT_ROOT, SPEC
+from serve_helpers import CLASSIFIER, PROJECT_ROOT, SHM_KEY, SPEC
 
-from client.connection import ADMIN_HEADER, ADMIN_KEY_ENV, GRPC_ADMIN_HEADER, Triton
+from client.connection import (
+    ADMIN_HEADER,
+    ADMIN_KEY_ENV,
+    GRPC_ADMIN_HEADER,
+    GRPC_SHM_HEADER,
+    SHM_HEADER,
+    SHM_KEY_ENV,
+    Triton,
+)
 from client.infer import Classifier
 from contract import ModelSpec, save_spec
 from serve.server import free_port
@@ -40,6 +48,11 @@ def test_admin_constants_mirror_the_serve_stage():
         server.ADMIN_KEY_ENV,
         server.ADMIN_HEADER,
         server.GRPC_ADMIN_HEADER,
+    )
+    assert (SHM_KEY_ENV, SHM_HEADER, GRPC_SHM_HEADER) == (
+        server.SHM_KEY_ENV,
+        server.SHM_HEADER,
+        server.GRPC_SHM_HEADER,
     )
 
 
@@ -65,6 +78,11 @@ def test_client_never_imports_torch_or_onnxruntime(images):
         (["x.png", "--top-k", "0"], "argument --top-k: must be > 0"),
         (["x.png", "--batch-size", "two"], "argument --batch-size: invalid int value"),
         (["x.png", "--url", "http://127.0.0.1:8000"], "--url takes host:port"),
+        (["x.png", "--url", "127.0.0.1:8000,"], "--url takes host:port (or A,B,..."),
+        (
+            ["x.png", "--url", "a:1,b:2", "--send", "tensor", "--shared-memory"],
+            "--shared-memory needs one server",
+        ),
         (["x.png", "--send", "pixels"], "argument --send: invalid choice"),
         (["x.png", "--spec", "s.json"], "--spec applies to --send tensor only"),
         ([], "the following arguments are required: IMAGE_OR_DIR"),
@@ -172,7 +190,7 @@ def test_batching_and_concurrency_do_not_change_answers(capsys, server, images, 
 def test_shared_memory_inputs_give_the_same_answers_and_are_released(
     capsys, monkeypatch, server, images, model_repo, protocol
 ):
-    monkeypatch.setenv(ADMIN_KEY_ENV, ADMIN_KEY)
+    monkeypatch.setenv(SHM_KEY_ENV, SHM_KEY)
     common = [images, "--url", url(server, protocol), "--protocol", protocol, "--json"]
     common += ["--send", "tensor", "--repo", model_repo, "--batch-size", "3", "--concurrency", "2"]
     code_plain, plain, _ = run_infer(capsys, *common)
@@ -180,7 +198,7 @@ def test_shared_memory_inputs_give_the_same_answers_and_are_released(
     assert code_plain == code_shm == 0 and err == ""
     assert shared == plain
     admin = httpclient.InferenceServerClient(server.http_url)
-    assert admin.get_system_shared_memory_status(headers=server.admin_headers) == []
+    assert admin.get_system_shared_memory_status(headers=server.shm_headers) == []
     assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"client_{os.getpid()}_")]
 
 
@@ -188,13 +206,14 @@ def test_shared_memory_inputs_give_the_same_answers_and_are_released(
 @pytest.mark.parametrize(
     ("key", "says"), [(None, "is not set"), ("wrong-key-1234", "does not match")]
 )
-def test_shared_memory_refused_without_the_admin_key(
+def test_shared_memory_refused_without_its_key(
     capsys, monkeypatch, server, images, model_repo, key, says
 ):
+    monkeypatch.setenv(ADMIN_KEY_ENV, server.admin_key)  # the model-control key opens nothing here
     if key is None:
-        monkeypatch.delenv(ADMIN_KEY_ENV, raising=False)
+        monkeypatch.delenv(SHM_KEY_ENV, raising=False)
     else:
-        monkeypatch.setenv(ADMIN_KEY_ENV, key)
+        monkeypatch.setenv(SHM_KEY_ENV, key)
     code, out, err = run_infer(
         capsys,
         images,
@@ -208,8 +227,8 @@ def test_shared_memory_refused_without_the_admin_key(
     )
     assert code == 1 and out == ""
     assert err.splitlines() == [
-        f"error: the server refuses the shared-memory API: it needs its admin key and "
-        f"${ADMIN_KEY_ENV} {says}"
+        f"error: the server refuses the shared-memory API: it needs its shared-memory key and "
+        f"${SHM_KEY_ENV} {says}"
     ]
     assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"client_{os.getpid()}_")]
 

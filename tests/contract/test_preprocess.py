@@ -10,9 +10,9 @@ SPEC = ModelSpec(name="m", arch="a", labels=("a", "b"), height=8, width=8, color
                  mean=(0.5,), std=(0.25,))  # fmt: skip
 
 
-def png_bytes(img: Image.Image, fmt: str = "PNG") -> bytes:
+def png_bytes(img: Image.Image, fmt: str = "PNG", **params) -> bytes:
     buf = io.BytesIO()
-    img.save(buf, format=fmt)
+    img.save(buf, format=fmt, **params)
     return buf.getvalue()
 
 
@@ -41,10 +41,42 @@ def test_rgb_spec_and_center_crop():
     np.testing.assert_allclose(x[0], (1 - 0.485) / 0.229, rtol=1e-6)
 
 
-@pytest.mark.parametrize("mode", ["RGBA", "P", "CMYK", "I;16", "LA", "1"])
-def test_odd_modes_become_the_spec_mode(mode):
-    img = Image.new(mode, (5, 5))
-    assert preprocess(img, SPEC).shape == (1, 8, 8)
+def _palette_red() -> Image.Image:
+    img = Image.new("P", (5, 5), 0)
+    img.putpalette([255, 0, 0] * 256)
+    return img
+
+
+# (image, the gray level 0..255 it must become): alpha composited on black, palette and CMYK
+# converted, 16-bit scaled, 1-bit stretched.
+ODD_MODES = {
+    "RGBA": (Image.new("RGBA", (5, 5), (255, 255, 255, 0)), 0),
+    "LA": (Image.new("LA", (5, 5), (200, 255)), 200),
+    "P": (_palette_red(), 76),  # ITU-R 601 luma of pure red
+    "CMYK": (Image.new("CMYK", (5, 5), (0, 0, 0, 0)), 255),
+    "I;16": (Image.fromarray(np.full((5, 5), 65535, dtype=np.uint16)), 255),
+    "1": (Image.new("1", (5, 5), 1), 255),
+}
+
+
+@pytest.mark.parametrize("mode", ODD_MODES)
+def test_odd_modes_become_the_spec_mode_with_the_right_values(mode):
+    img, gray = ODD_MODES[mode]
+    assert img.mode == mode
+    x = preprocess(img, SPEC)
+    assert x.shape == (1, 8, 8)
+    np.testing.assert_allclose(x, (gray / 255 - 0.5) / 0.25, atol=1e-6)
+
+
+def test_no_nan_or_inf_survives_preprocessing():
+    """A float image may hold NaN and Inf; the model input never does (the server's
+    preprocessing is why the ensemble path needs no NaN check: docs/serve.md)."""
+    pixels = np.full((8, 8), np.nan, np.float32)
+    pixels[0, 0], pixels[1, 1], pixels[2, 2] = np.inf, -np.inf, 1e30
+    buf = io.BytesIO()
+    Image.fromarray(pixels, "F").save(buf, format="TIFF")
+    for spec in (SPEC, ModelSpec(name="m", arch="a", labels=("a", "b"), height=8, width=8)):
+        assert np.isfinite(preprocess(buf.getvalue(), spec)).all()
 
 
 def test_sixteen_bit_is_scaled_not_clipped():
@@ -55,14 +87,14 @@ def test_sixteen_bit_is_scaled_not_clipped():
 
 
 def test_exif_rotation_is_applied():
-    img = Image.new("L", (16, 8), 0)
+    # 16 wide, 8 high, every pixel different: any other turn or flip gives other values.
+    pixels = np.arange(128, dtype=np.uint8).reshape(8, 16) * 2
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", exif=exif.tobytes())
-    spec = ModelSpec(**{**SPEC.__dict__, "height": 16, "width": 8})
-    loaded = preprocess(buf.getvalue(), spec)
-    assert loaded.shape == (1, 16, 8)
+    data = png_bytes(Image.fromarray(pixels, "L"), exif=exif.tobytes())
+    spec = ModelSpec(**{**SPEC.__dict__, "height": 16, "width": 8})  # the displayed size
+    shown = np.rot90(pixels, k=-1)  # clockwise
+    np.testing.assert_allclose(preprocess(data, spec)[0], (shown / 255 - 0.5) / 0.25, atol=1e-6)
 
 
 @pytest.mark.parametrize(

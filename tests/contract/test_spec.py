@@ -27,6 +27,7 @@ def test_round_trip(tmp_path):
         ({"color_mode": "CMYK"}, "color_mode"),
         ({"mean": (0.5, 0.5, 0.5)}, "mean/std need 1"),
         ({"std": (0.0,)}, "positive"),
+        ({"mean": (float("nan"),)}, "mean values must be finite"),
         ({"height": 0}, "outside"),
         ({"resize_policy": "stretch"}, "resize_policy"),
     ],

@@ -21,11 +21,12 @@ from serve.server import TritonServer, free_ports
 SAMPLE = re.compile(r"^(\w+)\{([^}]*)\} (\S+)$")
 
 
-def start(repo: Path, logs: Path) -> TritonServer:
+def start(repo: Path, logs: Path, **options) -> TritonServer:
     http, grpc, metrics = free_ports(3)
     return TritonServer(
         repo, http_port=http, grpc_port=grpc, metrics_port=metrics, admin_key=ADMIN_KEY,
         backend_dir=logs / "backends", log_file=logs / "server.log", ready_timeout=60,
+        **options,
     ).start()  # fmt: skip
 
 
@@ -96,7 +97,8 @@ def test_every_probe_path_answers_200_on_triton(rendered, served, primary):
 def test_readiness_sees_a_failed_ensemble_the_server_endpoint_misses(primary, tmp_path):
     """Why readiness asks the primary ensemble: with its classifier broken, the server says
     ready while the ensemble is not (the pod then gets no traffic)."""
-    server = start(repository(tmp_path, primary, b"not an onnx model"), tmp_path)
+    # primary=[]: serve itself would refuse to report ready without the ensemble.
+    server = start(repository(tmp_path, primary, b"not an onnx model"), tmp_path, primary=[])
     try:
         assert CLASSIFIER in server.unavailable and primary in server.unavailable
         assert status(f"http://{server.http_url}/v2/health/ready") == 200

@@ -3,11 +3,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from optimize.config import DataConfig, OptimizeConfig, OptimizeError
 from optimize.run import main
-from optimize.variants import Variant, gate
+from optimize.variants import Variant, choose_engines, gate, timing_key
+from serve.repository import read_config
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "optimize.yaml"
 # Keeps the end-to-end run to seconds; every step still runs as with the defaults.
@@ -54,6 +57,7 @@ def _other_arch(run):
         (None, ["prune.ratio=1.5"], "outside (0, 1)"),
         (None, ["prune.ratio=0"], "outside (0, 1)"),
         (None, ["prune.macs_reduction=1"], "outside (0, 1)"),
+        (None, ["data.calibration_images=100"], "data.calibration_images 100 is below 500"),
     ],
 )
 def test_bad_input_is_one_error_line_and_writes_nothing(
@@ -70,6 +74,13 @@ def test_bad_input_is_one_error_line_and_writes_nothing(
     assert code != 0
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
     assert _tree(run_copy) == before and not repo.exists()
+
+
+def test_the_calibration_minimum_is_lowered_only_on_purpose():
+    tiny = DataConfig(calibration_images=64, min_calibration_images=64)
+    assert OptimizeConfig(data=tiny).validate().data.calibration_images == 64
+    with pytest.raises(OptimizeError, match="calibration_images 499 is below 500"):
+        OptimizeConfig(data=DataConfig(calibration_images=499)).validate()
 
 
 def test_missing_run_folder(tmp_path, capsys):
@@ -92,7 +103,7 @@ def test_gate_refuses_large_drops_and_keeps_one_tensorrt_model(tiny_spec):
         "pruned_int8": 0.88,
         "pruned_int8_trt": 0.8995,
     }
-    results = {name: {"top1": t} for name, t in top1.items()}
+    results = {v.name: {e: {"top1": top1[v.name]} for e in v.engines} for v in variants}
     gate(variants, results, 1.0, tiny_spec)
     assert [results[n]["deployed"] for n in top1] == [True, True, False, False, True]
     assert "drop 2.00 points > 1.0" in results["pruned_int8"]["why"]
@@ -100,54 +111,81 @@ def test_gate_refuses_large_drops_and_keeps_one_tensorrt_model(tiny_spec):
     assert results["pruned_int8_trt"]["triton_model"] == f"{tiny_spec.name}_trt"
 
 
+def test_each_engine_passes_the_gate_on_its_own_answers(tiny_spec):
+    """An INT8 variant whose accuracy falls on OpenVINO only deploys on ONNX Runtime, even
+    though OpenVINO runs it faster; one that falls on both engines does not deploy."""
+    variants = [Variant(n, "cpu", p, False, Path(n)) for n, p in
+                [("fp32", "fp32"), ("int8", "int8"), ("bad", "int8")]]  # fmt: skip
+    top1 = {"fp32": (0.90, 0.90), "int8": (0.899, 0.86), "bad": (0.85, 0.86)}
+    results = {n: dict(zip(("onnxruntime", "openvino"), ({"top1": t} for t in pair), strict=True))
+               for n, pair in top1.items()}  # fmt: skip
+    gate(variants, results, 1.0, tiny_spec)
+    speed = {"onnxruntime": 100.0, "openvino": 180.0}
+    timings = {timing_key(v.name, e): {"throughput_bs8": speed[e]} for v in variants
+               for e in v.engines}  # fmt: skip
+    choose_engines(variants, results, timings)
+    assert results["int8"]["passing"] == ["onnxruntime"] and results["int8"]["deployed"]
+    assert results["int8"]["engine"] == "onnxruntime"
+    assert "openvino is faster but drops 4.00 points" in results["int8"]["engine_note"]
+    assert results["fp32"]["engine"] == "openvino"  # both pass: the faster serves
+    assert not results["bad"]["deployed"] and "drop 4.00 points" in results["bad"]["why"]
+
+
 @pytest.mark.slow
-def test_end_to_end_on_the_tiny_run(run_copy, tmp_path, tiny_spec):
+def test_end_to_end_on_the_tiny_run(run_copy, tmp_path, tiny_spec, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the CPU host's path anywhere
     repo = tmp_path / "repo"
     (repo / "other_model").mkdir(parents=True)  # another run's: kept
     (repo / f"{tiny_spec.name}_stale").mkdir()  # this run's, no longer deployed: removed
     shutil.copy(run_copy / "model_spec.json", repo / f"{tiny_spec.name}_stale")
-    args = [
-        "--run",
-        str(run_copy),
-        "--config",
-        str(CONFIG),
-        f"repository.path={repo}",
-        "max_accuracy_drop=100",
-        *FAST,
-    ]
+    args = ["--run", str(run_copy), "--config", str(CONFIG), f"repository.path={repo}", *FAST]
     assert main(args) == 0
     report = json.loads((run_copy / "optimize_report.json").read_text())
     assert (run_copy / "optimize_report.md").is_file()
     assert (run_copy / "optimize_report.png").stat().st_size > 0
-    names = [v["name"] for v in report["variants"]]
-    assert names == ["fp32", "pruned", "int8", "int8_trt", "pruned_int8", "pruned_int8_trt"]
-    for v in report["variants"]:
-        for key in (
-            "target",
-            "precision",
-            "pruned",
-            "top1",
-            "top1_drop",
-            "deployed",
-            "latency_ms_bs1",
-            "throughput_bs8",
-            "size_bytes",
-            "params",
-            "macs",
-        ):
-            assert key in v, key
-        assert v["throughput_bs8"] > 0 and v["latency_ms_bs1"] > 0
-    assert report["prune"]["macs_after"] < report["prune"]["macs_before"]
-    assert (run_copy / "optimize" / "pruned.pt").is_file()
-    assert set(report["calibration"]) == {"int8", "int8_trt", "pruned_int8", "pruned_int8_trt"}
-    assert report["best_cpu_variant"]["target"] == "cpu"
-    assert report["tensorrt"].startswith(("skipped", "plan built"))
+    rows = {v["name"]: v for v in report["variants"]}
+    assert list(rows) == ["fp32", "pruned", "int8", "int8_trt", "pruned_int8", "pruned_int8_trt"]
+
+    # The accuracy gate as configured (1 point): each verdict follows from the measured top-1.
+    max_drop = report["max_accuracy_drop"]
+    assert max_drop == 1.0
+    for name, v in rows.items():
+        assert v["top1_drop"] == pytest.approx(100 * (rows["fp32"]["top1"] - v["top1"]), abs=0.02)
+        if v["top1_drop"] > max_drop:
+            assert not v["deployed"] and f"> {max_drop}" in v["why"], name
+    assert [n for n, v in rows.items() if v["target"] == "cpu" and v["deployed"]] == [
+        n for n, v in rows.items() if v["target"] == "cpu" and v["top1_drop"] <= max_drop
+    ]
+    trt = [n for n, v in rows.items() if v["target"] == "tensorrt" and v["deployed"]]
+    assert len(trt) <= 1  # one TensorRT model per repository
+
+    # What was measured is what was written, and the best CPU variant feeds the ensemble.
     n = tiny_spec.name
+    deployed = {v["triton_model"] for v in rows.values() if v["deployed"]}
     models = {p.name for p in repo.iterdir()}
-    assert {f"{n}_fp32", f"{n}_int8", f"{n}_pruned", f"{n}_pruned_int8", f"{n}_trt"} <= models
-    assert "other_model" in models and f"{n}_stale" not in models
+    assert models == deployed | {n, f"{n}_preprocess", "other_model"}  # n_stale is gone
+    assert set(report["repository"]["models"]) == models - {"other_model"}
+    for v in rows.values():
+        if v["deployed"] and v["target"] == "cpu":
+            assert (repo / v["triton_model"] / "1" / "model.onnx").stat().st_size == v["size_bytes"]
+        assert v["throughput_bs8"] > 0 and v["latency_ms_bs1"] > 0
+    best = report["best_cpu_variant"]
+    assert best["deployed"] and best["target"] == "cpu"
+    ensemble = read_config(repo / n / "config.pbtxt")
+    assert ensemble.ensemble_scheduling.step[-1].model_name == best["triton_model"]
     for config in repo.glob("*/config.pbtxt"):
         text_format.Parse(config.read_text(), model_config_pb2.ModelConfig())
+
+    # Pruning removed work; INT8 was calibrated; no GPU here, so no plan, said once.
+    assert report["prune"]["macs_after"] < report["prune"]["macs_before"]
+    assert rows["pruned"]["macs"] == report["prune"]["macs_after"] < rows["fp32"]["macs"]
+    assert (run_copy / "optimize" / "pruned.pt").is_file()
+    assert set(report["calibration"]) == {"int8", "int8_trt", "pruned_int8", "pruned_int8_trt"}
+    assert report["tensorrt"] == (
+        "skipped: no CUDA device" if trt else "no tensorrt-target variant is deployed"
+    )
+    if trt:
+        assert not (repo / f"{n}_trt" / "1" / "model.plan").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     shutil.rmtree(repo)
 

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -25,3 +27,21 @@ def test_parity_failure_is_an_error(tiny_onnx, tiny_model, tiny_spec, tiny_array
     with pytest.raises(OptimizeError, match="max abs diff"):
         parity(tiny_model, tiny_onnx, tiny_spec, tiny_arrays["val"].x[:4] + 0, -1.0)
     assert np.isfinite(parity(tiny_model, tiny_onnx, tiny_spec, tiny_arrays["val"].x[:4], 1e-4))
+
+
+def test_probabilities_are_the_softmax_of_the_logits(tiny_onnx, tiny_spec, tiny_arrays, tmp_path):
+    import shutil
+
+    from optimize.export import add_probabilities
+
+    path = add_probabilities(Path(shutil.copy(tiny_onnx, tmp_path / "m.onnx")), tiny_spec)
+    x = tiny_arrays["val"].x[:16]
+    logits, probs = session(path, threads=1).run(None, {tiny_spec.input_name: x})
+    before = session(tiny_onnx, threads=1).run(None, {tiny_spec.input_name: x})[0]
+    np.testing.assert_array_equal(logits, before)  # the logits themselves are untouched
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert (probs >= 0).all() and (np.argsort(probs, axis=1) == np.argsort(logits, axis=1)).all()
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(probs, shifted / shifted.sum(axis=1, keepdims=True), rtol=1e-5)
+    names = [o.name for o in onnx.load(str(path)).graph.output]
+    assert names == [tiny_spec.output_name, tiny_spec.probabilities_name]

@@ -8,7 +8,7 @@ from torch import nn
 from contract import ModelSpec
 from optimize.config import QuantizeConfig
 from optimize.data import Arrays
-from optimize.evaluate import predict, session
+from optimize.evaluate import predict, runner
 from optimize.export import export_onnx
 from optimize.fallback import group_of, layer_precisions
 from optimize.quantize import Calibration, preprocess, quantize_best
@@ -40,7 +40,7 @@ def setup(tmp_path_factory):
     fp32 = export_onnx(sensitive_net(), SPEC, work / "fp32.onnx", 17)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((300, 1, 12, 12)).astype(np.float32)
-    y = predict(session(fp32, 1), x).argmax(1)  # FP32's own answers: its top-1 is 100%
+    y = predict(runner(fp32, 1), x).argmax(1)  # FP32's own answers: its top-1 is 100%
     cal = Calibration(preprocess(fp32, work / "pre.onnx"), x[:100], "input", work)
     return cal, Arrays(x[100:], y[100:]), work
 

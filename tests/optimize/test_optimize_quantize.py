@@ -5,7 +5,7 @@ from onnx import numpy_helper
 
 from optimize.config import QuantizeConfig
 from optimize.data import Arrays
-from optimize.evaluate import predict, session
+from optimize.evaluate import predict, runner
 from optimize.quantize import (
     ArrayReader,
     Calibration,
@@ -39,8 +39,8 @@ def test_quantized_graph_runs_and_agrees_with_fp32(pre, tiny_onnx, tiny_spec, ti
     cal = Calibration(pre, tiny_arrays["train"].x[:128], tiny_spec.input_name, out.parent)
     quantize(cal, out, target, "minmax", QuantizeConfig())
     test = tiny_arrays["test"]
-    ref = predict(session(tiny_onnx, 1), test.x).argmax(1)
-    got = predict(session(out, 1), test.x).argmax(1)
+    ref = predict(runner(tiny_onnx, 1), test.x).argmax(1)
+    got = predict(runner(out, 1), test.x).argmax(1)
     assert (ref == got).mean() >= MIN_AGREEMENT
     assert abs((ref == test.y).mean() - (got == test.y).mean()) <= MAX_TOP1_GAP
     zero_points = _zero_points(out)

@@ -29,11 +29,12 @@ def test_configs_parse_with_tritons_protobuf_and_match_the_spec(tiny_onnx, tiny_
         config = _parse(repo / name / "config.pbtxt")
         assert config.name == name and config.max_batch_size == 16
         (inp,) = config.input
-        (out,) = config.output
+        logits, probs = config.output
         assert inp.name == tiny_spec.input_name and inp.data_type == model_config_pb2.TYPE_FP32
         assert list(inp.dims) == [tiny_spec.channels, tiny_spec.height, tiny_spec.width]
-        assert out.name == tiny_spec.output_name and list(out.dims) == [tiny_spec.num_classes]
-        assert out.label_filename == "labels.txt"
+        assert (logits.name, probs.name) == (tiny_spec.output_name, tiny_spec.probabilities_name)
+        for out in (logits, probs):
+            assert list(out.dims) == [tiny_spec.num_classes] and out.label_filename == "labels.txt"
         labels = (repo / name / "labels.txt").read_text().splitlines()
         assert labels == list(tiny_spec.labels)
         assert list(config.dynamic_batching.preferred_batch_size) == [4, 8]
@@ -110,3 +111,15 @@ def test_a_second_run_keeps_the_first_runs_models(tiny_onnx, tiny_spec, tmp_path
     again = write_repository(repo, [RepoModel(f"{tiny_spec.name}_int8", tiny_onnx)], tiny_spec,
                              RepositoryConfig(), None)  # fmt: skip
     assert sorted(p.name for p in repo.iterdir()) == sorted([*again, *second, "operators_own"])
+
+
+def test_an_openvino_variant_gets_the_native_backends_config(tiny_onnx, tiny_spec, tmp_path):
+    repo = tmp_path / "repo"
+    model = RepoModel(f"{tiny_spec.name}_int8", tiny_onnx, engine="openvino")
+    write_repository(repo, [model], tiny_spec, RepositoryConfig(intra_op_threads=2), None)
+    config = _parse(repo / model.name / "config.pbtxt")
+    assert config.backend == "openvino" and config.default_model_filename == "model.onnx"
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    assert params == {"INFERENCE_NUM_THREADS": "2", "NUM_STREAMS": "1",
+                      "PERFORMANCE_HINT": "LATENCY"}  # fmt: skip
+    assert (repo / model.name / "1" / "model.onnx").read_bytes() == tiny_onnx.read_bytes()

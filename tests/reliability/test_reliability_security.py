@@ -24,7 +24,14 @@ from optimize.repository import RepoModel, write_model
 from reliability.kinds import bomb_png
 from serve.cli import _run_parser
 from serve.repository import add_preprocess_and_ensemble
-from serve.server import ADMIN_KEY_ENV, TritonServer
+from serve.server import (
+    ADMIN_KEY_ENV,
+    DISABLED_HEADER,
+    DISABLED_VALUE,
+    GRPC_PREFIX,
+    SHM_KEY_ENV,
+    TritonServer,
+)
 from train.checkpoint import CheckpointError, read_checkpoint
 from train.config import DataConfig, TrainConfig
 from train.data import scan_folder
@@ -76,13 +83,51 @@ def test_loopback_is_the_default_and_other_hosts_warn(tmp_path):
 
 def test_admin_apis_are_restricted_by_default_with_an_unguessable_key(tmp_path, monkeypatch):
     monkeypatch.delenv(ADMIN_KEY_ENV, raising=False)
+    monkeypatch.delenv(SHM_KEY_ENV, raising=False)
     first, second = TritonServer(tmp_path), TritonServer(tmp_path)
     assert first.restrict_admin and len(first.admin_key) >= 24
     assert first.admin_key != second.admin_key
     command = first.command(tmp_path)
     for flag in ("--http-restricted-api", "--grpc-restricted-protocol"):
-        group = next(c for c in command if c.startswith(flag))
-        assert "model-repository" in group and "shared-memory" in group
+        groups = [c.split("=", 1)[1] for c in command if c.startswith(flag)]
+        assert sorted(g.split(":")[0] for g in groups) == [
+            "model-repository",
+            "shared-memory",
+            "trace,logging",
+        ]
+        # Only model control (the watchdog's) has a key; the others are off.
+        assert sum(DISABLED_HEADER in g for g in groups) == 2
+
+
+def _raw_http(port: int, path: str, header: str) -> bytes:
+    """One request as bytes on a socket, whatever a client library would refuse to send."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: x\r\n{header}\r\nConnection: close\r\n\r\n".encode()
+        )
+        reply = b""
+        while chunk := s.recv(4096):
+            reply += chunk
+    return reply.split(b"\r\n", 1)[0]
+
+
+@pytest.mark.slow
+def test_an_api_that_is_off_opens_to_no_request(served):
+    """Off = guarded by a header name no request can carry, even one written byte by byte."""
+    port = served.ports["http"]
+    path = "/v2/systemsharedmemory/status"
+    assert _raw_http(port, path, "x: y").startswith(b"HTTP/1.1 403")  # the guard is there
+    assert not _raw_http(port, path, f"{DISABLED_HEADER}: {DISABLED_VALUE}").startswith(
+        b"HTTP/1.1 200"
+    )
+    client = grpcclient.InferenceServerClient(served.grpc_url)
+    try:
+        with pytest.raises(InferenceServerException, match="Invalid metadata"):
+            client.get_system_shared_memory_status(
+                headers={f"{GRPC_PREFIX}{DISABLED_HEADER}": DISABLED_VALUE}
+            )
+    finally:
+        client.close()
 
 
 ADMIN_CALLS_HTTP = {

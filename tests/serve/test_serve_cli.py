@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -139,7 +140,13 @@ def test_background_then_stop(model_repo, tmp_path):
         # The background server keeps its stub watchdog: a killed stub comes back.
         (triton,) = children(int(pid_file.read_text()))
         os.kill(stubs(triton)[0].pid, signal.SIGKILL)
-        assert wait_for(lambda: "reloaded in" in (tmp_path / "server.out").read_text(), 20)
+        said = tmp_path / "server.out"
+        assert wait_for(lambda: "reloaded in" in said.read_text(), 20)
+        assert infer_ok(http)
+        # ... and its supervisor: a dead tritonserver comes back, and says so.
+        os.kill(triton, signal.SIGKILL)
+        assert wait_for(lambda: "tritonserver is back" in said.read_text(), 30)
+        assert f"tritonserver (pid {triton}) died: killed by SIGKILL" in said.read_text()
         assert infer_ok(http)
     finally:
         stop = run("stop", f"--pid-file={pid_file}")
@@ -169,3 +176,65 @@ def test_foreground_stops_cleanly_on_sigterm(model_repo, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.slow
+def test_ready_means_the_primary_ensemble_is_ready(model_repo, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(model_repo, repo)
+    (repo / "tiny" / "config.pbtxt").write_text('name: "tiny" platform: "ensemble" {{')
+    args, http = port_args(tmp_path)
+    try:  # a server that starts when it should not must not outlive the test either
+        out = run("--repo", str(repo), *args, "--background")
+        assert out.returncode == 1 and not ready(http)
+        assert "serve: error: primary model tiny is unavailable: " in out.stderr
+
+        named = run("--repo", str(repo), *args, "--primary", CLASSIFIER, "--background")
+        assert named.returncode == 0, named.stderr
+        assert f"primary  {CLASSIFIER}" in named.stdout
+        assert "warning: model tiny is unavailable" in named.stdout  # the detached output
+        assert infer_ok(http)
+    finally:
+        run("stop", f"--pid-file={tmp_path / 'server.pid'}")
+
+
+def consecutive_free_ports(n: int) -> int:
+    """A first port with the `n - 1` after it free too (others may take them before us)."""
+    for _ in range(50):
+        base = free_ports(1)[0]
+        if base + n < 65536 and not any(port_taken("127.0.0.1", base + i) for i in range(n)):
+            return base
+    raise AssertionError(f"no {n} consecutive free ports")
+
+
+def test_replicas_whose_ports_would_clash_are_one_line(tmp_path):
+    write_classifier(tmp_path)
+    pid_file = tmp_path / "server.pid"
+    try:
+        out = run("--repo", str(tmp_path), "--replicas", "2", "--http-port=9000",
+                  "--grpc-port=9003", f"--pid-file={pid_file}", "--background")  # fmt: skip
+    finally:
+        run("stop", f"--pid-file={pid_file}")  # in case it started after all
+    assert out.returncode == 1 and len(out.stderr.splitlines()) == 1
+    assert "would share port 9003" in out.stderr
+    zero = run("--repo", str(tmp_path), "--replicas", "0", f"--pid-file={tmp_path / 'p.pid'}")
+    assert zero.returncode == 1 and "--replicas must be >= 1, got 0" in zero.stderr
+
+
+@pytest.mark.slow
+def test_two_replicas_in_the_background_then_stop(model_repo, tmp_path):
+    base = consecutive_free_ports(6)
+    pid_file = tmp_path / "server.pid"
+    args = ["--repo", str(model_repo), "--replicas", "2", f"--http-port={base}",
+            f"--grpc-port={base + 1}", f"--metrics-port={base + 2}", f"--pid-file={pid_file}",
+            f"--log-file={tmp_path / 'server.log'}", "--background"]  # fmt: skip
+    out = run(*args)
+    try:
+        assert out.returncode == 0, out.stderr
+        assert f"--url 127.0.0.1:{base},127.0.0.1:{base + 3}" in out.stdout
+        assert ready(base) and ready(base + 3) and infer_ok(base) and infer_ok(base + 3)
+        serve_pid = int(pid_file.read_text())
+        assert len(children(serve_pid)) == 2  # two tritonservers under one serve process
+    finally:
+        stop = run("stop", f"--pid-file={pid_file}")
+    assert stop.returncode == 0 and not ready(base) and not ready(base + 3)

@@ -10,7 +10,7 @@ from serve_helpers import CLASSIFIER, SPEC, png_bytes
 from tritonclient.utils import InferenceServerException
 
 from contract import preprocess
-from serve.server import ServerError, TritonServer
+from serve.server import ADMIN_HEADER, GRPC_SHM_HEADER, SHM_HEADER, ServerError, TritonServer
 
 pytestmark = pytest.mark.slow
 RNG = np.random.default_rng(0)
@@ -77,19 +77,35 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(http, ort_
     assert after["execution_count"] - before["execution_count"] < len(sizes)  # batches formed
 
 
-@pytest.mark.parametrize(
-    ("bad", "datatype", "message"),
-    [
-        (np.zeros((1, 1, 27, 28), np.float32), "FP32", "unexpected shape for input 'input'"),
-        (np.zeros((1, 1, 28, 28), np.float64), "FP64", "data-type is 'FP64'"),
-    ],
-)
-def test_bad_request_fails_alone(http, ort_session, bad, datatype, message):
+# What the classifier's backend never sees: Triton's core refuses each against the config
+# (dims [1, 28, 28], max_batch_size 32) with its own words, before our backend runs.
+TRITON_REFUSES = {
+    "missing input": ([], "missing required input(s) ['input']"),
+    "unknown input": ([("other", np.zeros((1, 1, 28, 28), np.float32), "FP32")],
+                      "unexpected inference input 'other'"),
+    "data type": ([("input", np.zeros((1, 1, 28, 28), np.float64), "FP64")],
+                  "data-type is 'FP64', but model 'tiny_onnx' expects 'FP32'"),
+    "rank": ([("input", np.zeros((1, 28, 28), np.float32), "FP32")],
+             "Expected [-1,1,28,28], got [1,28,28]"),
+    "shape": ([("input", np.zeros((1, 1, 27, 28), np.float32), "FP32")],
+              "Expected [-1,1,28,28], got [1,1,27,28]"),
+    "batch size": ([("input", np.zeros((33, 1, 28, 28), np.float32), "FP32")],
+                   "batch-size must be <= 32"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", TRITON_REFUSES)
+def test_triton_refuses_what_the_config_rules_out_and_the_rest_of_the_batch_is_served(
+    http, ort_session, case
+):
+    tensors, message = TRITON_REFUSES[case]
     x = images(1)
-    bad_call = http.async_infer(CLASSIFIER, [http_input(bad, datatype=datatype)])
+    bad_call = http.async_infer(CLASSIFIER, [http_input(a, n, t) for n, a, t in tensors])
     good_call = http.async_infer(CLASSIFIER, [http_input(x)])
-    with pytest.raises(InferenceServerException, match=message):
+    with pytest.raises(InferenceServerException) as refused:
         bad_call.get_result()
+    assert refused.value.status() == "400" and message in refused.value.message()
+    assert "onnxruntime" not in refused.value.message()  # not our backend's words
     np.testing.assert_allclose(
         good_call.get_result().as_numpy("logits"), reference(ort_session, x), atol=1e-5
     )
@@ -174,3 +190,15 @@ def test_admin_apis_refuse_without_the_key(server, http, grpc):
     assert {m["name"] for m in index} == {CLASSIFIER, "tiny_preprocess", "tiny"}
     grpc_index = grpc.get_model_repository_index(headers=server.grpc_admin_headers)
     assert {m.name for m in grpc_index.models} == {CLASSIFIER, "tiny_preprocess", "tiny"}
+
+
+def test_shared_memory_and_model_control_each_open_with_their_own_key_only(server, http, grpc):
+    grpc_shm = {GRPC_SHM_HEADER: server.shm_key}
+    assert http.get_system_shared_memory_status(headers=server.shm_headers) == []
+    assert grpc.get_system_shared_memory_status(headers=grpc_shm) is not None
+    with pytest.raises(InferenceServerException, match="restricted"):
+        http.get_system_shared_memory_status(headers={SHM_HEADER: server.admin_key})
+    with pytest.raises(InferenceServerException, match="restricted"):
+        grpc.get_system_shared_memory_status(headers={GRPC_SHM_HEADER: server.admin_key})
+    with pytest.raises(InferenceServerException, match="restricted"):
+        http.get_model_repository_index(headers={ADMIN_HEADER: server.shm_key})

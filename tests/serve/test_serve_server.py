@@ -8,10 +8,14 @@ import sys
 import sysconfig
 
 import pytest
-from serve_helpers import ADMIN_KEY, write_classifier
+from serve_helpers import ADMIN_KEY, SHM_KEY, write_classifier
 
 from serve.install import STAMP, ensure_backend_dir, server_env
 from serve.server import (
+    ADMIN_KEY_ENV,
+    DISABLED_HEADER,
+    DISABLED_VALUE,
+    SHM_KEY_ENV,
     ServerError,
     TritonServer,
     free_port,
@@ -69,18 +73,42 @@ def test_list_models(tmp_path):
     assert list_models(tmp_path) == ["tiny_onnx"]
 
 
-def test_command_binds_host_and_restricts_admin_apis(tmp_path):
+def _restrictions(cmd: list[str], flag: str) -> dict[str, str]:
+    """{api group: header=value} of one restriction flag."""
+    return dict(c.split("=", 1)[1].split(":", 1) for c in cmd if c.startswith(f"--{flag}="))
+
+
+def test_command_binds_host_and_gives_each_api_group_its_key(tmp_path, monkeypatch):
+    monkeypatch.delenv(SHM_KEY_ENV, raising=False)
     write_classifier(tmp_path)
     server = TritonServer(tmp_path, http_port=1, grpc_port=2, metrics_port=3, admin_key=ADMIN_KEY)
     cmd = server.command(tmp_path / "backends")
     for flag in ("--http-address=127.0.0.1", "--grpc-address=127.0.0.1",
-                 "--model-control-mode=explicit", "--load-model=tiny_onnx",
-                 f"--http-restricted-api=model-repository,shared-memory,trace,logging:"
-                 f"admin-key={ADMIN_KEY}"):  # fmt: skip
+                 "--model-control-mode=explicit", "--load-model=tiny_onnx"):  # fmt: skip
         assert flag in cmd
-    assert any(c.startswith("--grpc-restricted-protocol=model-repository,") for c in cmd)
+    off = f"{DISABLED_HEADER}={DISABLED_VALUE}"
+    groups = {
+        "model-repository": f"admin-key={ADMIN_KEY}",
+        "shared-memory": off,  # no shared-memory key: off
+        "trace,logging": f"admin-key={ADMIN_KEY}",
+    }
+    for flag in ("http-restricted-api", "grpc-restricted-protocol"):
+        assert _restrictions(cmd, flag) == groups
+    shm = TritonServer(tmp_path, admin_key=ADMIN_KEY, shm_key=SHM_KEY).command(tmp_path)
+    assert _restrictions(shm, "http-restricted-api")["shared-memory"] == f"shm-key={SHM_KEY}"
     open_cmd = TritonServer(tmp_path, restrict_admin=False).command(tmp_path)
     assert not any("restricted" in c for c in open_cmd)
+
+
+def test_without_an_operator_key_model_control_is_ours_and_the_rest_off(tmp_path, monkeypatch):
+    monkeypatch.delenv(ADMIN_KEY_ENV, raising=False)
+    monkeypatch.delenv(SHM_KEY_ENV, raising=False)
+    write_classifier(tmp_path)
+    server = TritonServer(tmp_path)
+    groups = _restrictions(server.command(tmp_path), "http-restricted-api")
+    assert groups["model-repository"] == f"admin-key={server.admin_key}"  # the watchdog's
+    off = f"{DISABLED_HEADER}={DISABLED_VALUE}"
+    assert groups["shared-memory"] == groups["trace,logging"] == off
 
 
 @pytest.mark.parametrize(
@@ -88,6 +116,8 @@ def test_command_binds_host_and_restricts_admin_apis(tmp_path):
     [
         ({"models": ["nope"]}, "not in"),
         ({"admin_key": "short"}, "TRITON_ADMIN_KEY must be"),
+        ({"shm_key": "has:colon"}, "TRITON_SHM_KEY must be"),
+        ({"primary": ["nope"]}, "primary model nope is not among the models to load"),
     ],
 )
 def test_start_refuses_before_launching(tmp_path, kwargs, message):

@@ -1,0 +1,77 @@
+"""The engine choice on real models run by both engines: each engine is gated on its own
+answers, and each variant serves on the fastest engine that passes."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from optimize.data import Arrays
+from optimize.evaluate import runner
+from optimize.run import evaluate_variants
+from optimize.variants import Variant, choose_engines, gate, timing_key
+
+
+def _model(path, casts: bool):
+    """logits = input, or input through Cast to int8 and back: an out-of-range value wraps
+    around on ONNX Runtime (200 -> -56) and saturates on OpenVINO (200 -> 127); ONNX
+    leaves it undefined, so the two engines legitimately disagree."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])
+    nodes = [helper.make_node("Identity", ["input"], ["logits"])]
+    if casts:
+        nodes = [helper.make_node("Cast", ["input"], ["i8"], to=TensorProto.INT8),
+                 helper.make_node("Cast", ["i8"], ["logits"], to=TensorProto.FLOAT)]  # fmt: skip
+    graph = helper.make_graph(nodes, "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory):
+    work = tmp_path_factory.mktemp("engines")
+    return [
+        Variant("fp32", "cpu", "fp32", False, _model(work / "fp32.onnx", casts=False)),
+        Variant("int8", "cpu", "int8", False, _model(work / "int8.onnx", casts=True)),
+    ]
+
+
+@pytest.fixture(scope="module")
+def test_split():
+    """The true class scores 150-200, the others below 120: every image's top-1 survives
+    saturation, and none survives wrapping around."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 120, (64, 4)).astype(np.float32)
+    y = rng.integers(0, 4, 64)
+    x[np.arange(64), y] = rng.uniform(150, 200, 64)
+    return SimpleNamespace(test=Arrays(x, y))
+
+
+def test_the_accuracy_that_falls_on_one_engine_only_is_caught(variants, test_split):
+    results = evaluate_variants(variants, test_split, threads=1)
+    assert results["int8"]["onnxruntime"]["top1"] == 0.0  # wrapped: the true class goes negative
+    assert results["int8"]["openvino"]["top1"] == 1.0
+    gate(variants, results, 1.0, SimpleNamespace(name="m"))
+    assert results["int8"]["passing"] == ["openvino"] and results["int8"]["deployed"]
+    gate(variants, results, 1.0, SimpleNamespace(name="m"), allowed=("onnxruntime",))
+    assert not results["int8"]["deployed"]  # a host without OpenVINO cannot take it
+
+
+def test_the_fastest_passing_engine_serves(variants, test_split):
+    results = evaluate_variants(variants, test_split, threads=1)
+    gate(variants, results, 1.0, SimpleNamespace(name="m"))
+    speed = {"onnxruntime": 300.0, "openvino": 200.0}
+    timings = {timing_key(v.name, e): {"throughput_bs8": speed[e]} for v in variants
+               for e in v.engines}  # fmt: skip
+    choose_engines(variants, results, timings)
+    assert results["fp32"]["engine"] == "onnxruntime"  # both pass: the faster one
+    assert results["int8"]["engine"] == "openvino"  # the faster one fails its gate
+    assert "onnxruntime is faster but drops 100.00 points" in results["int8"]["engine_note"]
+
+
+def test_both_engines_give_the_same_fp32_answers(variants, test_split):
+    x = test_split.test.x
+    ort_out, ov_out = (runner(variants[0].path, 1, e)(x) for e in ("onnxruntime", "openvino"))
+    np.testing.assert_array_equal(ort_out, ov_out)
