@@ -17,18 +17,21 @@ SERVE_REPO ?= model_repository
 SERVE_ARGS ?=
 REPLICAS   ?= 1
 BENCH_ARGS ?=
+MA_ARGS    ?=
+MA_STAMP   := $(VENV)/.analyzer-installed
 SOAK_MINUTES ?= 10
 NPROC      ?= 2
 PID_FILE   := .serve/server.pid
 
-.PHONY: help setup debs data data-photo train train-ddp optimize serve serve-bg stop infer verify setup-bench bench chaos soak faults demo demo-photo demo-run test test-fast lint format clean
+.PHONY: help setup debs data data-photo train train-ddp optimize serve serve-bg stop infer verify setup-bench bench setup-analyzer model-analyzer chaos soak faults demo demo-photo demo-run test test-fast lint format clean
 
 help:
 	@echo "make demo   - the whole pipeline on the embedded Fashion-MNIST (setup included)"
 	@echo "make demo-photo - the same with EfficientNet-Lite0 (ImageNet weights) on 224 px JPEGs"
 	@echo "make test   - lint + all tests (setup included)"
 	@echo "make setup | data | data-photo | train | train-ddp | optimize | serve | serve-bg | stop | infer | verify"
-	@echo "     bench | setup-bench | chaos | soak | faults | lint | format | clean"
+	@echo "     bench | setup-bench | model-analyzer | setup-analyzer | chaos | soak | faults"
+	@echo "     lint | format | clean"
 
 setup: debs $(STAMP)
 
@@ -87,6 +90,21 @@ setup-bench: setup
 
 bench: setup-bench
 	$(PY) -m bench $(BENCH_ARGS)
+
+# Triton Model Analyzer (pyproject's optional extra `analyzer`, ~315 MB: numba's llvmlite is
+# 173 MB of it), never part of the CPU install; requirements-analyzer.lock pins what it adds.
+setup-analyzer: setup-bench $(MA_STAMP)
+
+$(MA_STAMP): requirements.lock requirements-analyzer.lock
+	@echo "setup-analyzer: installing triton-model-analyzer into $(VENV) (~315 MB)"
+	@set -o pipefail; $(PY) -m pip install -q -c requirements.lock -r requirements-analyzer.lock 2>&1 \
+	  | { grep -v "^WARNING: Location" || true; }
+	@touch $(MA_STAMP)
+
+# Its brute search on <model>_pruned_int8 of $(SERVE_REPO), local launch mode: long and CPU-heavy
+# (MA_ARGS=--quick for a short one); python -m bench then measures its winner beside ours.
+model-analyzer: setup-analyzer
+	$(PY) -m bench.model_analyzer --repo $(SERVE_REPO) $(MA_ARGS)
 
 chaos: setup
 	$(PY) -m reliability chaos $(ARGS)

@@ -16,6 +16,7 @@ SECTIONS = (
     "fastapi",  # a FastAPI + ONNX Runtime server on the same artifact
     "perf_analyzer",  # NVIDIA's perf_analyzer at the comparison point and the best point
     "search",  # serving config search
+    "analyzer",  # our search's winner vs Model Analyzer's (make model-analyzer), same load
 )
 
 # --quick: every section, each as short as still says something; < 3 minutes on 2 cores.
@@ -37,9 +38,13 @@ QUICK = (
     "perf_analyzer.measurement_ms=500",
     "perf_analyzer.max_trials=6",
     "search.instances=[1,2]",
-    "search.max_queue_delay_us=[1000]",
-    "search.preferred_batch_sizes=[[8]]",
+    "search.max_batch_sizes=[32]",
+    "search.max_queue_delay_us=[0]",
+    "search.preferred_batch_sizes=[[],[8]]",
     "search.threads=[1]",
+    "search.concurrency=[16]",
+    "analyzer.concurrency=[16]",
+    "analyzer.rounds=1",
 )
 
 
@@ -89,8 +94,16 @@ class ServedConfig:
 
 
 @dataclass
+class FastAPIShape:
+    workers: int = 1  # uvicorn worker processes
+    threads: int = 1  # ORT intra-op threads in each
+
+
+@dataclass
 class FastAPIConfig:
-    threads: int = 1  # ORT intra-op threads, as one Triton instance of the served config
+    # []: Triton's own total (instances x ORT threads of the primary variant as deployed), as
+    # N workers x 1 thread and as 1 worker x N threads; the best is compared.
+    shapes: list[FastAPIShape] = field(default_factory=list)
 
 
 @dataclass
@@ -103,13 +116,27 @@ class PerfAnalyzerConfig:
 
 @dataclass
 class SearchConfig:
-    instances: list[int] = field(default_factory=lambda: [1, 2])
-    max_queue_delay_us: list[int] = field(default_factory=lambda: [0, 1000, 4000])
-    preferred_batch_sizes: list[list[int]] = field(default_factory=lambda: [[], [8], [16]])
+    # First values: stage 1's setting of the knobs it does not vary (bench.search).
+    instances: list[int] = field(default_factory=lambda: [1, 2, 3])
+    # Below the largest client request (32 images in the sweep) a max batch refuses it: the
+    # preferred sizes cap one execution instead. Without such requests, add 4 and 8 here.
+    max_batch_sizes: list[int] = field(default_factory=lambda: [32])
+    max_queue_delay_us: list[int] = field(default_factory=lambda: [0, 1000])
+    preferred_batch_sizes: list[list[int]] = field(default_factory=lambda: [[], [4], [8]])
     threads: list[int] = field(default_factory=lambda: [1, 2])  # ORT intra-op per instance
-    concurrency: int = 16
+    staged: bool = True  # False: the full cartesian product
+    concurrency: list[int] = field(default_factory=lambda: [16, 32])
     p99_ms: float = 50.0
     apply: bool = False  # write the winner's config.pbtxt into the repository
+
+
+@dataclass
+class AnalyzerConfig:
+    """Model Analyzer's winner (`make model-analyzer`) beside our search's, measured alike."""
+
+    results: str = "bench/results/model_analyzer"  # <results>/<model>/latest/winner.json
+    concurrency: list[int] = field(default_factory=lambda: [16, 32])
+    rounds: int = 2  # ours then its, then its then ours; each keeps its quietest round
 
 
 @dataclass
@@ -127,6 +154,7 @@ class BenchConfig:
     fastapi: FastAPIConfig = field(default_factory=FastAPIConfig)
     perf_analyzer: PerfAnalyzerConfig = field(default_factory=PerfAnalyzerConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    analyzer: AnalyzerConfig = field(default_factory=AnalyzerConfig)
 
 
 def _positive(name: str, values) -> None:
@@ -155,7 +183,13 @@ def validate(cfg: BenchConfig) -> BenchConfig:
         raise ConfigError("served.client_batches must hold positive batch sizes ([] = none)")
     _positive("served.batch_concurrency", cfg.served.batch_concurrency)
     _positive("search.instances", cfg.search.instances)
+    _positive("search.max_batch_sizes", cfg.search.max_batch_sizes)
     _positive("search.threads", cfg.search.threads)
+    _positive("search.concurrency", cfg.search.concurrency)
+    _positive("analyzer.concurrency", cfg.analyzer.concurrency)
+    for shape in cfg.fastapi.shapes:
+        if shape.workers <= 0 or shape.threads <= 0:
+            raise ConfigError("fastapi.shapes: workers and threads must be > 0")
     if any(d < 0 for d in cfg.search.max_queue_delay_us) or not cfg.search.max_queue_delay_us:
         raise ConfigError("search.max_queue_delay_us must be a non-empty list of values >= 0")
     if any(b <= 0 for sizes in cfg.search.preferred_batch_sizes for b in sizes):
@@ -167,10 +201,9 @@ def validate(cfg: BenchConfig) -> BenchConfig:
     for name, value in (
         ("served.compare_concurrency", cfg.served.compare_concurrency),
         ("served.max_inflight", cfg.served.max_inflight),
-        ("search.concurrency", cfg.search.concurrency),
-        ("fastapi.threads", cfg.fastapi.threads),
         ("perf_analyzer.measurement_ms", cfg.perf_analyzer.measurement_ms),
         ("perf_analyzer.max_trials", cfg.perf_analyzer.max_trials),
+        ("analyzer.rounds", cfg.analyzer.rounds),
     ):
         if value <= 0:
             raise ConfigError(f"{name} must be > 0")

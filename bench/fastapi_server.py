@@ -19,8 +19,9 @@ class FastAPIServerError(RuntimeError):
 class FastAPIServer:
     """The baseline in its own process on 127.0.0.1; a context manager that always stops it."""
 
-    def __init__(self, model: Path, port: int, threads: int, log_file: Path):
+    def __init__(self, model: Path, port: int, threads: int, log_file: Path, workers: int = 1):
         self.model, self.port, self.threads, self.log_file = model, port, threads, log_file
+        self.workers = workers
         self.process: subprocess.Popen | None = None
 
     @property
@@ -38,6 +39,8 @@ class FastAPIServer:
             str(self.port),
             "--threads",
             str(self.threads),
+            "--workers",
+            str(self.workers),
         ]
         with open(self.log_file, "wb") as log:
             self.process = subprocess.Popen(

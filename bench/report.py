@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -10,7 +12,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bench.summary import noise_summary, targets, verdict  # noqa: E402
+from bench.stats import PERCENTILE_RULE  # noqa: E402
+from bench.summary import (  # noqa: E402
+    analyzer_pairs,
+    fastapi_baseline,
+    noise_summary,
+    select,
+    targets,
+    verdict,
+)
 from contract.atomic import atomic_write_json, atomic_write_text, staged_file  # noqa: E402
 
 # fmt: off
@@ -20,7 +30,7 @@ POINT_COLUMNS = (
     "requests", "errors", "dropped", "stable",
     "windows", "server_ms", "queue_ms", "compute_input_ms", "compute_infer_ms",
     "compute_output_ms", "avg_batch", "other_cores", "our_cores", "client_cores", "busy",
-    "attempts",
+    "attempts", "workers", "threads",
 )
 INPROCESS_COLUMNS = (
     "variant", "kind", "batch", "threads", "median_ms", "mean_ms", "stddev_ms", "rounds",
@@ -39,7 +49,7 @@ def _fmt(value, spec: str = "{:.2f}") -> str:
         return "yes" if value else "no"
     if isinstance(value, float):
         return spec.format(value)
-    return str(value)
+    return str(value).replace("|", "\\|")  # a pipe inside a cell would end it
 
 
 def _flat(row: dict) -> dict:
@@ -55,80 +65,132 @@ def _csv(path: Path, rows: list[dict], columns) -> Path:
     return path
 
 
-def _table(header: list[str], rows: list[list]) -> list[str]:
+@dataclass(frozen=True)
+class Col:
+    """One column of a markdown table: header, the row's key (or a function of the row),
+    and the format of its float cells."""
+
+    header: str
+    key: str | Callable[[dict], object]
+    fmt: str = "{:.2f}"
+
+    def cell(self, row: dict) -> str:
+        value = self.key(row) if callable(self.key) else row.get(self.key)
+        return _fmt(value, self.fmt)
+
+
+def _table(columns: Sequence[Col], rows: Sequence[dict]) -> list[str]:
     return [
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *("| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows),
+        "| " + " | ".join(c.header for c in columns) + " |",
+        "|" + "---|" * len(columns),
+        *("| " + " | ".join(c.cell(r) for c in columns) + " |" for r in rows),
         "",
     ]
 
 
-def _target_rows(tgts: dict) -> list[list]:
-    mark = {True: "met", False: "**missed**", None: "not measured"}
-    return [
-        [f"`{k}`", t["value"], t["target"], mark[t["met"]], t["detail"]] for k, t in tgts.items()
-    ]
+MARK = {True: "met", False: "**missed**", None: "not measured"}
 
 
-POINT_HEADER = (
-    "req/s|img/s|p50|p90|p95|p99 ms|errors|queue|infer ms|server batch|client cores|other cores"
+def _mark(t: dict) -> str:
+    return "-" if t["target"] == "-" else MARK[t["met"]]
+
+
+TARGET_COLUMNS = (
+    Col("key", lambda t: f"`{t['key']}`"),
+    Col("value", "value", "{}"),
+    Col("target", "target"),
+    Col("", _mark),
+    Col("what", "detail"),
 )
-POINT_KEYS = (
-    "p50_ms",
-    "p90_ms",
-    "p95_ms",
-    "p99_ms",
-    "errors",
-    "queue_ms",
-    "compute_infer_ms",
-    "avg_batch",
+HEADLINE_COLUMNS = (
+    Col("target", lambda t: f"`{t['key']}`"),
+    Col("value", "value", "{}"),
+    Col("goal", "target"),
+    Col("", _mark),
+)
+# A served point's figures, after the columns that say where it was measured.
+POINT_STATS = (
+    Col("req/s", "throughput", "{:.1f}"),
+    Col("img/s", "images_per_s", "{:.0f}"),
+    Col("p50", "p50_ms"),
+    Col("p90", "p90_ms"),
+    Col("p95", "p95_ms"),
+    Col("p99 ms", "p99_ms"),
+    Col("errors", "errors"),
+    Col("queue", "queue_ms"),
+    Col("infer ms", "compute_infer_ms"),
+    Col("server batch", "avg_batch"),
+    Col("client cores", lambda p: p["noise"].get("client_cores")),
+    Col("other cores", lambda p: p["noise"]["other_cores"]),
+    Col("stable", "stable"),
+)
+CROSS_CHECK_COLUMNS = (
+    Col("protocol", "protocol"),
+    Col("c", "concurrency"),
+    Col("img/req", "batch"),
+    Col("tool", "tool"),
+    Col("img/s", "images_per_s", "{:.0f}"),
+    Col("p50", "p50_ms"),
+    Col("p99 ms", "p99_ms"),
+    Col("client cores", "client_cores"),
+)
+SEARCH_COLUMNS = (
+    Col("stage", "stage"),
+    Col("instances", "instances"),
+    Col("max batch", "max_batch_size"),
+    Col("delay us", "max_queue_delay_us"),
+    Col("preferred", lambda r: str(r["preferred_batch_size"])),
+    Col("ORT threads", "intra_op_threads"),
+    Col("req/s", "throughput", "{:.1f}"),
+    Col("p50", "p50_ms"),
+    Col("p99 ms", "p99_ms"),
+    Col("errors", "errors"),
+    Col("accepts largest", "accepts_largest"),
+    Col("best", "best"),
+)
+HEADLINE_BEST_COLUMNS = (
+    Col("", "label"),
+    Col("images/s", "images_per_s", "{:.0f}"),
+    Col("img/req", "batch"),
+    Col("p50 ms", "p50_ms"),
+    Col("p99 ms", "p99_ms"),
+    Col("server batch", "avg_batch"),
 )
 
 
-def _points_table(points: list[dict], key_columns: list[tuple[str, str]]) -> list[str]:
-    header = [name for name, _ in key_columns] + POINT_HEADER.split("|") + ["stable"]
-    rows = [
-        [p.get(k) for _, k in key_columns]
-        + [f"{p['throughput']:.1f}", f"{p['images_per_s']:.0f}"]
-        + [p.get(k) for k in POINT_KEYS]
-        + [p["noise"].get("client_cores"), p["noise"]["other_cores"], p["stable"]]
-        for p in points
-    ]
-    return _table(header, rows)
+def _points_table(points: list[dict], where: Sequence[Col]) -> list[str]:
+    return _table([*where, *POINT_STATS], points)
 
 
-def _cell(rows: list[dict], variant: str, threads: int, batch: int) -> str:
-    for r in rows:
-        if (r["variant"], r["threads"], r["batch"]) == (variant, threads, batch):
-            return f"{r['median_ms']:.3f} / {r['throughput']:.0f}"
-    return "-"
+def _target_rows(tgts: dict) -> list[dict]:
+    return [{"key": k, **t} for k, t in tgts.items()]
 
 
 def _inprocess_table(rows: list[dict]) -> list[str]:
     batches = sorted({r["batch"] for r in rows})
     keys = sorted({(r["variant"], r["threads"]) for r in rows}, key=lambda k: (k[1], k[0]))
-    header = ["variant", "threads"] + [f"batch {b}: ms / img/s" for b in batches]
-    body = [[v, t, *(_cell(rows, v, t, b) for b in batches)] for v, t in keys]
-    return _table(header, body)
+    cells = {
+        (r["variant"], r["threads"], r["batch"]): f"{r['median_ms']:.3f} / {r['throughput']:.0f}"
+        for r in rows
+    }
+    columns = [Col("variant", "variant"), Col("threads", "threads")] + [
+        Col(f"batch {b}: ms / img/s", lambda k, b=b: cells.get((k["variant"], k["threads"], b)))
+        for b in batches
+    ]
+    return _table(columns, [{"variant": v, "threads": t} for v, t in keys])
 
 
-def _cross_check_rows(checks: list[dict]) -> list[list]:
+def _cross_check_rows(checks: list[dict]) -> list[dict]:
     rows = []
     for x in checks:
-        load = [x["protocol"], x["concurrency"], x["batch"]]
         tool = "perf_analyzer" + ("" if x["stable"] else " (unstable)")
-        rows.append(
-            [*load, tool, f"{x['images_per_s']:.0f}", x["p50_ms"], x["p99_ms"], x["client_cores"]]
-        )
-        rows.append(
-            [*load, "ours", f"{x['ours_images_per_s']:.0f}", x["ours_p50_ms"], x["ours_p99_ms"],
-             x["ours_client_cores"]]
-        )  # fmt: skip
+        rows.append({**x, "tool": tool})
+        ours = {k.removeprefix("ours_"): v for k, v in x.items() if k.startswith("ours_")}
+        rows.append({**x, **ours, "tool": "ours"})
     return rows
 
 
-def _knobs(k: dict) -> str:
+def knobs_text(k: dict) -> str:
     batching = (
         f"dynamic batching (delay {k['max_queue_delay_us']} us, preferred "
         f"{k['preferred_batch_size']})"
@@ -141,183 +203,252 @@ def _knobs(k: dict) -> str:
     )
 
 
+def _fastapi_shapes(results: dict) -> str:
+    shapes = sorted(
+        {
+            (p.get("workers", 1), p.get("threads"))
+            for p in select(results["points"], config="fastapi")
+        }
+    )
+    if not shapes:
+        return "FastAPI baseline not measured"
+    listed = " and ".join(f"{w} uvicorn worker(s) x {t} ORT thread(s)" for w, t in shapes)
+    return f"FastAPI baseline {listed} (the best is compared)"
+
+
 def _threads_statement(results: dict) -> str:
     cfg = results["config"]
-    v = results["variants"]
     served = ", ".join(
         f"{name}: {k['instances']} instance(s) x {k['intra_op_threads']} ORT thread(s)"
-        for name, k in v.items()
+        for name, k in results["variants"].items()
     )
     return (
         f"Threads: in-process ORT intra-op {cfg['inprocess']['threads']} (inter-op 1, "
         f"sequential); eager torch threads {cfg['inprocess']['eager_threads'] or 'default'}; "
-        f"Triton as deployed ({served}); "
-        f"FastAPI baseline 1 uvicorn worker, {cfg['fastapi']['threads']} ORT thread(s); client: "
-        "one Python process, one asyncio loop (extra client processes would take CPU from the "
-        "server on 2 cores); perf_analyzer in its own process."
+        f"Triton as deployed ({served}); {_fastapi_shapes(results)}; client: one Python "
+        "process, one asyncio loop (extra client processes would take CPU from the server on 2 "
+        "cores); perf_analyzer in its own process."
     )
 
 
-def markdown(results: dict, tgts: dict, text: str) -> str:
-    cfg = results["config"]
-    w = cfg["windows"]
-    points = results["points"]
-    primary = results.get("primary")
-    c = cfg["served"]["compare_concurrency"]
-    quick = ", quick" if results["quick"] else ""
-    lines = [
-        f"# Benchmark: {results['model']} ({results['timestamp']}{quick})",
+# -- report sections: each returns its lines, or [] when the run has no data for it ------------
+
+
+@dataclass(frozen=True)
+class Run:
+    results: dict
+    tgts: dict
+    text: str
+
+    @property
+    def points(self) -> list[dict]:
+        return self.results["points"]
+
+    @property
+    def cfg(self) -> dict:
+        return self.results["config"]
+
+    @property
+    def primary(self) -> str | None:
+        return self.results.get("primary")
+
+    @property
+    def c(self) -> int:
+        return self.cfg["served"]["compare_concurrency"]
+
+
+def _header(r: Run) -> list[str]:
+    w = r.cfg["windows"]
+    quick = ", quick" if r.results["quick"] else ""
+    return [
+        f"# Benchmark: {r.results['model']} ({r.results['timestamp']}{quick})",
         "",
-        f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores; loopback "
-        f"only. Windows: warm-up {w['warmup_s']} s, then {w['window_s']} s windows until "
-        f"{w['windows']} consecutive ones agree within {w['stability']:.0%} (throughput and mean "
-        f"latency, perf_analyzer's rule), cap {w['max_s']} s per point; a point whose "
-        f"other-process load exceeded {cfg['noise']['busy_cores']} cores is redone up to "
-        f"{cfg['noise']['retries']} times. Latencies in ms, nearest-rank percentiles.",
+        f"Machine: {r.results['machine']['cpu']}, {r.results['machine']['cores']} cores; "
+        f"loopback only. Windows: warm-up {w['warmup_s']} s, then {w['window_s']} s windows "
+        f"until {w['windows']} consecutive ones agree within {w['stability']:.0%} (throughput "
+        f"and mean latency, perf_analyzer's rule), cap {w['max_s']} s per point; a point whose "
+        f"other-process load exceeded {r.cfg['noise']['busy_cores']} cores is redone up to "
+        f"{r.cfg['noise']['retries']} times. Latencies in ms, {PERCENTILE_RULE}; "
+        "`python -m reliability` (soak, faults) reports the same definition; perf_analyzer takes "
+        "the sample at rank round(p x (n - 1)), at most one rank away.",
         "",
-        _threads_statement(results),
-        "",
-        "## Targets",
-        "",
-        *_table(["key", "value", "target", "", "what"], _target_rows(tgts)),
-        "## Verdict",
-        "",
-        text,
+        _threads_statement(r.results),
         "",
     ]
-    if results["inprocess"]:
-        lines += [
-            "## In-process baselines (pytest-benchmark, median per call)",
-            "",
-            *_inprocess_table(results["inprocess"]),
-            "![in-process](inprocess.png)",
-            "",
-        ]
-    sweep = [p for p in points if p["section"] == "sweep"]
-    if sweep:
-        lines += [
-            f"## Served: closed-loop sweep of `{primary}`",
-            "",
-            *_points_table(
-                sweep, [("protocol", "protocol"), ("img/req", "batch"), ("c", "concurrency")]
-            ),
-            "![latency vs throughput](latency_throughput.png)",
-            "",
-            "![server split](server_split.png)",
-            "",
-        ]
-    openloop = [p for p in points if p["section"] == "openloop" and p["load"] == "open"]
-    if openloop:
-        lines += [
-            "## Served: open loop (Poisson arrivals)",
-            "",
-            "Latency counts from each request's scheduled arrival.",
-            "",
-            *_points_table(openloop, [("rate /s", "rate")]),
-            f"Dropped (more than {cfg['served']['max_inflight']} in flight): "
-            f"{sum(p['dropped'] for p in openloop)}.",
-            "",
-        ]
-    variants = [
-        p
-        for p in points
-        if p["config"] == "deployed"
-        and p["protocol"] == "http"
-        and p["load"] == "closed"
-        and p["batch"] == 1
+
+
+def _targets(r: Run) -> list[str]:
+    return ["## Targets", "", *_table(TARGET_COLUMNS, _target_rows(r.tgts))]
+
+
+def _verdict(r: Run) -> list[str]:
+    return ["## Verdict", "", r.text, ""]
+
+
+def _inprocess(r: Run) -> list[str]:
+    if not r.results["inprocess"]:
+        return []
+    return [
+        "## In-process baselines (pytest-benchmark, median per call)",
+        "",
+        *_inprocess_table(r.results["inprocess"]),
+        "![in-process](inprocess.png)",
+        "",
     ]
-    if {p["variant"] for p in variants} - {primary}:
-        lines += [
-            "## Every deployed variant (HTTP)",
-            "",
-            *_points_table(
-                sorted(variants, key=lambda p: (p["variant"], p["concurrency"])),
-                [("variant", "variant"), ("c", "concurrency")],
-            ),
-        ]
+
+
+def _sweep(r: Run) -> list[str]:
+    sweep = select(r.points, section="sweep")
+    if not sweep:
+        return []
+    where = (Col("protocol", "protocol"), Col("img/req", "batch"), Col("c", "concurrency"))
+    return [
+        f"## Served: closed-loop sweep of `{r.primary}`",
+        "",
+        *_points_table(sweep, where),
+        "![latency vs throughput](latency_throughput.png)",
+        "",
+        "![server split](server_split.png)",
+        "",
+    ]
+
+
+def _openloop(r: Run) -> list[str]:
+    openloop = select(r.points, section="openloop", load="open")
+    if not openloop:
+        return []
+    return [
+        "## Served: open loop (Poisson arrivals)",
+        "",
+        "Latency counts from each request's scheduled arrival.",
+        "",
+        *_points_table(openloop, [Col("rate /s", "rate")]),
+        f"Dropped (more than {r.cfg['served']['max_inflight']} in flight): "
+        f"{sum(p['dropped'] for p in openloop)}.",
+        "",
+    ]
+
+
+def _variants(r: Run) -> list[str]:
+    points = select(r.points, config="deployed", protocol="http", load="closed", batch=1)
+    if not {p["variant"] for p in points} - {r.primary}:
+        return []
+    return [
+        "## Every deployed variant (HTTP)",
+        "",
+        *_points_table(
+            sorted(points, key=lambda p: (p["variant"], p["concurrency"])),
+            [Col("variant", "variant"), Col("c", "concurrency")],
+        ),
+    ]
+
+
+def _server_label(p: dict) -> str:
+    if p["config"] == "fastapi":
+        return f"fastapi {p.get('workers', 1)} x {p.get('threads')}"
+    return p["config"]
+
+
+def _side_by_side(r: Run) -> list[str]:
     compare = [
         p
-        for p in points
-        if p["concurrency"] == c
-        and p["load"] == "closed"
-        and p["variant"] == primary
-        and p["batch"] == 1
-        and p["config"] in ("deployed", "no_dynamic_batching", "fastapi")
+        for p in select(r.points, concurrency=r.c, load="closed", variant=r.primary, batch=1)
+        if p["config"] in ("deployed", "no_dynamic_batching", "fastapi")
     ]
-    seen, unique = set(), []
-    for p in reversed(compare):
-        if (p["config"], p["protocol"]) not in seen:
-            seen.add((p["config"], p["protocol"]))
-            unique.append(p)
-    if unique:
+    latest = {(_server_label(p), p["protocol"]): p for p in compare}  # the last of each
+    checks = r.results.get("perf_analyzer") or []
+    lines = []
+    if latest:
         lines += [
-            f"## Side by side at concurrency {c} (`{primary}`)",
+            f"## Side by side at concurrency {r.c} (`{r.primary}`)",
             "",
-            *_points_table(unique[::-1], [("server", "config"), ("protocol", "protocol")]),
+            "FastAPI `W x T`: W uvicorn workers x T ORT threads each.",
+            "",
+            *_points_table(
+                list(latest.values()), [Col("server", _server_label), Col("protocol", "protocol")]
+            ),
         ]
-    checks = results.get("perf_analyzer") or []
     if checks:
         lines += [
             "perf_analyzer on the same model and load, beside our numbers from this run "
             "(client cores: the CPU each load generator used, taken from the server's 2 cores):",
             "",
-            *_table(
-                ["protocol", "c", "img/req", "tool", "img/s", "p50", "p99 ms", "client cores"],
-                _cross_check_rows(checks),
-            ),
+            *_table(CROSS_CHECK_COLUMNS, _cross_check_rows(checks)),
             "Commands:",
             "",
             *(f"- `{x['command']}`" for x in checks),
             "",
         ]
-    if unique or checks:
+    if lines:
         lines += ["![percentiles](percentiles.png)", ""]
-    s = results.get("search")
-    if s:
-        rows = [
-            [
-                r["instances"],
-                r["max_queue_delay_us"],
-                str(r["preferred_batch_size"]),
-                r["intra_op_threads"],
-                f"{r['throughput']:.1f}",
-                r["p50_ms"],
-                r["p99_ms"],
-                r["errors"],
-                r is s["best"] or r == s["best"],
-            ]
-            for r in s["candidates"]
-        ]
-        lines += [
-            f"## Serving config search on `{s['model']}` (c{s['concurrency']}, "
-            f"p99 <= {s['p99_budget_ms']} ms)",
-            "",
-            *_table(
-                [
-                    "instances",
-                    "delay us",
-                    "preferred",
-                    "ORT threads",
-                    "req/s",
-                    "p50",
-                    "p99 ms",
-                    "errors",
-                    "best",
-                ],
-                rows,
-            ),
-            f"Deployed config: {s['baseline']}. "
-            + (
-                f"Written to `{s['applied']}`."
-                if s["applied"]
-                else "Not applied (`--apply` writes the winner)."
-            ),
-            "",
-            "![search](search.png)",
-            "",
-        ]
-    noise = noise_summary(results)
-    lines += [
+    return lines
+
+
+def _search(r: Run) -> list[str]:
+    s = r.results.get("search")
+    if not s:
+        return []
+    rows = [{**c, "best": c == s["best"]} for c in s["candidates"]]
+    applied = (
+        f"Written to `{s['applied']}`." if s["applied"] else "Not applied (`--apply` writes it)."
+    )
+    return [
+        f"## Serving config search on `{s['model']}` "
+        f"(c{', c'.join(map(str, s['concurrency']))}, p99 <= {s['p99_budget_ms']} ms)",
+        "",
+        s.get("method", ""),
+        f"A winner must accept the largest request the clients send ({s['largest_request']} "
+        "images; a smaller max batch size refuses it): `accepts largest`.",
+        "",
+        *_table(SEARCH_COLUMNS, rows),
+        f"Deployed config: {knobs_text(s['baseline'])}. {applied}",
+        "",
+        "![search](search.png)",
+        "",
+    ]
+
+
+def _analyzer(r: Run) -> list[str]:
+    a = r.results.get("analyzer")
+    pairs = analyzer_pairs(r.points)
+    if not a or not pairs:
+        return []
+    rows = []
+    for ours, theirs in pairs:
+        own = next((m for m in a["own"] if m["concurrency"] == ours["concurrency"]), {})
+        rows += [
+            {**ours, "who": "our search", "knobs": knobs_text(a["ours"]), "theirs": None},
+            {**theirs, "who": "Model Analyzer", "knobs": knobs_text(a["winner"]),
+             "theirs": own.get("throughput"), "theirs_p99": own.get("p99_ms")},
+        ]  # fmt: skip
+    columns = (
+        Col("c", "concurrency"),
+        Col("winner of", "who"),
+        Col("config", "knobs"),
+        *POINT_STATS[:1],
+        Col("p50", "p50_ms"),
+        Col("p99 ms", "p99_ms"),
+        Col("errors", "errors"),
+        Col("server batch", "avg_batch"),
+        Col("other cores", lambda p: p["noise"]["other_cores"]),
+        Col("its own run: infer/s", "theirs", "{:.0f}"),
+        Col("p99 ms", "theirs_p99"),
+    )
+    return [
+        "## Our config search vs Triton Model Analyzer",
+        "",
+        f"Model Analyzer's winner ({a['source']}, {a['search']}) and ours ({a['ours_from']}), "
+        "each loaded into this run's server and measured by our load generator in this run, one "
+        "image a request over HTTP. The last two columns are Model Analyzer's own figures "
+        "(perf_analyzer, its run).",
+        "",
+        *_table(columns, rows),
+    ]
+
+
+def _noise(r: Run) -> list[str]:
+    noise = noise_summary(r.results)
+    return [
         "## Noise",
         "",
         f"Other processes' CPU during {noise['measurements']} measurements: mean "
@@ -326,19 +457,67 @@ def markdown(results: dict, tgts: dict, text: str) -> str:
         f"{noise['busy_after_retries']}.",
         "",
     ]
-    if results["warnings"] or results["errors"]:
-        shown = results["warnings"][:MAX_WARNINGS]
-        lines += ["## Warnings and errors", "", *(f"- {w}" for w in shown)]
-        if len(results["warnings"]) > len(shown):
-            lines.append(f"- ... {len(results['warnings']) - len(shown)} more in results.json")
-        lines += [f"- section `{k}` failed: {v}" for k, v in results["errors"].items()]
-        lines.append("")
-    lines += [
+
+
+def _warnings(r: Run) -> list[str]:
+    warnings, errors = r.results["warnings"], r.results["errors"]
+    if not (warnings or errors):
+        return []
+    shown = warnings[:MAX_WARNINGS]
+    lines = ["## Warnings and errors", "", *(f"- {w}" for w in shown)]
+    if len(warnings) > len(shown):
+        lines.append(f"- ... {len(warnings) - len(shown)} more in results.json")
+    return [*lines, *(f"- section `{k}` failed: {v}" for k, v in errors.items()), ""]
+
+
+def _raw(r: Run) -> list[str]:
+    return [
         "Raw data: `results.json`, `points.csv`, `inprocess.csv`, `inprocess_*.json` "
         "(pytest-benchmark), `perf_analyzer_*.csv`, `summary.json`.",
         "",
     ]
-    return "\n".join(lines)
+
+
+SECTIONS = (
+    _header,
+    _targets,
+    _verdict,
+    _inprocess,
+    _sweep,
+    _openloop,
+    _variants,
+    _side_by_side,
+    _search,
+    _analyzer,
+    _noise,
+    _warnings,
+    _raw,
+)
+
+
+def markdown(results: dict, tgts: dict, text: str) -> str:
+    run = Run(results, tgts, text)
+    return "\n".join(line for section in SECTIONS for line in section(run))
+
+
+def _best_per_variant(results: dict) -> list[dict]:
+    best: dict[str, dict] = {}
+    for p in select(results["points"], config="deployed"):
+        if p["images_per_s"] > best.get(p["variant"], {}).get("images_per_s", -1):
+            best[p["variant"]] = p
+    rows = []
+    eager = next(
+        (r for r in results["inprocess"] if r["kind"] == "eager" and r["batch"] == 1), None
+    )
+    if eager:
+        rows.append(
+            {"label": "PyTorch eager FP32 (in-process, batch 1)", "batch": 1,
+             "images_per_s": eager["throughput"], "p50_ms": eager["median_ms"]}
+        )  # fmt: skip
+    for name, p in best.items():
+        where = f"c{p['concurrency']}" if p["load"] == "closed" else "open loop"
+        rows.append({**p, "label": f"Triton {name} ({p['protocol']} {where})"})
+    return rows
 
 
 def headline(results: dict, tgts: dict) -> str:
@@ -348,54 +527,11 @@ def headline(results: dict, tgts: dict) -> str:
         f"CPU cores{', quick run' if results['quick'] else ''}; `make bench`, details in "
         "`bench/results/latest/report.md`):",
         "",
-        *_table(
-            ["target", "value", "goal", ""],
-            [
-                [
-                    f"`{k}`",
-                    t["value"],
-                    t["target"],
-                    {True: "met", False: "missed", None: "-"}[t["met"]],
-                ]
-                for k, t in tgts.items()
-            ],
-        ),
+        *_table(HEADLINE_COLUMNS, _target_rows(tgts)),
     ]
-    best: dict[str, dict] = {}
-    for p in results["points"]:
-        if p["config"] == "deployed" and p["images_per_s"] > best.get(p["variant"], {}).get(
-            "images_per_s", -1
-        ):
-            best[p["variant"]] = p
-    eager = next(
-        (r for r in results["inprocess"] if r["kind"] == "eager" and r["batch"] == 1), None
-    )
-    rows = []
-    if eager:
-        rows.append(
-            [
-                "PyTorch eager FP32 (in-process, batch 1)",
-                f"{eager['throughput']:.0f}",
-                1,
-                eager["median_ms"],
-                "-",
-                "-",
-            ]
-        )
-    for name, p in best.items():
-        where = f"c{p['concurrency']}" if p["load"] == "closed" else "open loop"
-        rows.append(
-            [
-                f"Triton {name} ({p['protocol']} {where})",
-                f"{p['images_per_s']:.0f}",
-                p["batch"],
-                p["p50_ms"],
-                p["p99_ms"],
-                p.get("avg_batch"),
-            ]
-        )
+    rows = _best_per_variant(results)
     if rows:
-        lines += _table(["", "images/s", "img/req", "p50 ms", "p99 ms", "server batch"], rows)
+        lines += _table(HEADLINE_BEST_COLUMNS, rows)
     return "\n".join(lines)
 
 
@@ -456,7 +592,9 @@ def plot_percentiles(results: dict, path: Path) -> Path | None:
     bars = {}
     for p in results["points"]:
         if p["load"] == "closed" and p["concurrency"] == c and p["batch"] == 1:
-            label = {"deployed": "", "no_dynamic_batching": " no-dynbatch", "fastapi": " FastAPI"}
+            label = {"deployed": "", "no_dynamic_batching": " no-dynbatch"}
+            if p["config"] == "fastapi":
+                label["fastapi"] = f" FastAPI {p.get('workers', 1)}x{p.get('threads')}"
             if p["config"] in label:
                 bars[f"{p['variant']} {p['protocol']}{label[p['config']]}"] = p
     for pa in results.get("perf_analyzer") or []:
@@ -558,8 +696,8 @@ def plot_search(results: dict, path: Path) -> Path | None:
             r["p99_ms"], r["throughput"], color="tab:green" if r == s["best"] else "tab:blue"
         )
         ax.annotate(
-            f"i{r['instances']} d{r['max_queue_delay_us']} p{r['preferred_batch_size']} "
-            f"t{r['intra_op_threads']}",
+            f"i{r['instances']} b{r.get('max_batch_size')} d{r['max_queue_delay_us']} "
+            f"p{r['preferred_batch_size']} t{r['intra_op_threads']}",
             (r["p99_ms"], r["throughput"]),
             fontsize=6,
         )
@@ -582,6 +720,9 @@ def write(out: Path, results: dict) -> list[Path]:
         "primary": results.get("primary"),
         **{k: t["value"] for k, t in tgts.items()},
         "targets": tgts,
+        "percentiles": PERCENTILE_RULE,
+        "fastapi_baseline": fastapi_baseline(results),
+        "model_analyzer": results.get("analyzer"),
         "noise": noise_summary(results),
         "verdict": text,
         "errors": results["errors"],

@@ -99,6 +99,7 @@ def variation(
     *,
     dynamic_batching: bool = True,
     instances: int | None = None,
+    max_batch_size: int | None = None,
     max_queue_delay_us: int | None = None,
     preferred_batch_size: list[int] | None = None,
     intra_op_threads: int | None = None,
@@ -106,13 +107,18 @@ def variation(
     """A copy of `config` with the given serving knobs changed (None: unchanged)."""
     out = mc.ModelConfig()
     out.CopyFrom(config)
+    if max_batch_size is not None:
+        out.max_batch_size = max_batch_size
+    if out.HasField("dynamic_batching") and preferred_batch_size is None:
+        preferred_batch_size = list(out.dynamic_batching.preferred_batch_size)
     if not dynamic_batching:
         out.ClearField("dynamic_batching")
     else:
         if max_queue_delay_us is not None:
             out.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
         if preferred_batch_size is not None:
-            sizes = [b for b in preferred_batch_size if b <= out.max_batch_size]
+            # A preferred size at max batch is what the batcher does anyway: dropped too.
+            sizes = [b for b in preferred_batch_size if b < out.max_batch_size]
             del out.dynamic_batching.preferred_batch_size[:]
             out.dynamic_batching.preferred_batch_size.extend(sizes)
     if instances is not None:

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from bench import inprocess, perf_analyzer, report
-from bench.config import SECTIONS, BenchConfig, ConfigError, load
+from bench import inprocess, model_analyzer, perf_analyzer, report
+from bench.config import SECTIONS, BenchConfig, ConfigError, FastAPIShape, load
 from bench.fastapi_server import FastAPIServer
 from bench.loadgen import Load, RawHTTPTarget, TritonTarget, run_point
 from bench.repository import BenchRepoError, Variant, discover, serving, variation
-from bench.search import ModelControl, search
+from bench.search import KNOBS, ModelControl, search
 from bench.summary import find_point
 from contract import ModelSpec
 from contract.atomic import atomic_write_json
@@ -31,7 +31,7 @@ from serve.errors import ServerError
 from serve.server import TritonServer, free_port, free_ports
 
 DEFAULT_CONFIG = Path("configs/bench.yaml")
-SERVED = ("sweep", "openloop", "variants", "dynbatch", "perf_analyzer", "search")
+SERVED = ("sweep", "openloop", "variants", "dynbatch", "perf_analyzer", "search", "analyzer")
 
 
 class UsageError(ValueError):
@@ -261,6 +261,7 @@ class Bench:
             self.section("dynbatch", lambda: self.dynbatch(server, primary))
             self.section("perf_analyzer", lambda: self.cross_check(server, primary))
             self.section("search", lambda: self.config_search(server, primary))
+            self.section("analyzer", lambda: self.versus_analyzer(server, primary))
 
     def sweep(self, server, v: Variant) -> None:
         for c in self.cfg.served.concurrency:
@@ -367,18 +368,22 @@ class Bench:
         s = self.cfg.search
         control = ModelControl(server.http_url, server.admin_headers)
 
-        def measure() -> dict:
+        def measure(c: int) -> dict:
             return self.point(
                 self.triton(server, v),
-                Load("closed", s.concurrency),
+                Load("closed", c),
                 section="search",
                 variant=v.name,
                 protocol="http",
                 config="candidate",
             )
 
+        # The largest request the sweep sends: a winner must accept it.
+        largest = max([1, *self.cfg.served.client_batches])
         try:
-            outcome = search(control, v.model, v.config, s, measure, Path(self.cfg.repo), self.log)
+            outcome = search(
+                control, v.model, v.config, s, measure, Path(self.cfg.repo), self.log, largest
+            )
         finally:
             control.close()
         self.results["search"] = outcome
@@ -387,26 +392,79 @@ class Bench:
             self.log(f"  no candidate met p99 <= {s.p99_ms} ms")
         else:
             self.log(
-                f"  best under p99 {s.p99_ms} ms: instances {best['instances']}, delay "
-                f"{best['max_queue_delay_us']} us, preferred {best['preferred_batch_size']}, "
-                f"threads {best['intra_op_threads']}: {best['throughput']:.0f}/s"
+                f"  best under p99 {s.p99_ms} ms: {report.knobs_text(best['config'])}: "
+                f"{best['throughput']:.0f}/s (mean over c{', c'.join(map(str, s.concurrency))})"
             )
+
+    def versus_analyzer(self, server, v: Variant) -> None:
+        """Our search's winner and Model Analyzer's, each loaded and measured by our load
+        generator at the same concurrencies in this run."""
+        found = model_analyzer.latest_winner(Path(self.cfg.analyzer.results), v.model)
+        if found is None:
+            self.log(f"  note: no Model Analyzer result for {v.model}: run `make model-analyzer`")
+            return
+        searched = (self.results.get("search") or {}).get("best")
+        ours = variation(v.config, **{k: searched[k] for k in KNOBS}) if searched else v.config
+        theirs = variation(v.config, **model_analyzer.knobs(found["winner"]))
+        self.results["analyzer"] = {
+            **found,
+            "ours": serving(ours),
+            "ours_from": "this run's search" if searched else "the deployed config (no search)",
+        }
+        self.measure_alternately(server, v, [("search_winner", ours), ("analyzer_winner", theirs)])
+
+    def measure_alternately(self, server, v: Variant, pair: list[tuple[str, object]]) -> None:
+        """Each (name, config) of `pair` loaded in turn and measured at analyzer.concurrency,
+        A B then B A over the rounds, so a load that drifts favours neither; every point is
+        tagged `<name>_round`, and the quietest round of each becomes `<name>`."""
+        control = ModelControl(server.http_url, server.admin_headers)
+        kept: dict[tuple[str, int], dict] = {}
+        try:
+            for r in range(self.cfg.analyzer.rounds):
+                for name, config in pair if r % 2 == 0 else pair[::-1]:
+                    control.load(v.model, config)
+                    self.log(f"  {name}: {report.knobs_text(serving(config))}")
+                    for c in self.cfg.analyzer.concurrency:
+                        p = self.point(
+                            self.triton(server, v),
+                            Load("closed", c),
+                            section="analyzer",
+                            variant=v.name,
+                            protocol="http",
+                            config=f"{name}_round",
+                        )
+                        if (name, c) not in kept or quieter(p, kept[name, c]):
+                            kept[name, c] = p
+        finally:
+            control.load(v.model, v.config)
+            control.close()
+        for (name, _), p in kept.items():
+            p["config"] = name
+
+    def fastapi_shapes(self, v: Variant) -> list[FastAPIShape]:
+        """The configured shapes, else Triton's total threads as N x 1 and 1 x N."""
+        if self.cfg.fastapi.shapes:
+            return self.cfg.fastapi.shapes
+        k = serving(v.config)
+        n = k["instances"] * k["intra_op_threads"]
+        return [FastAPIShape(n, 1)] + ([FastAPIShape(1, n)] if n > 1 else [])
 
     def run_fastapi(self) -> None:
         v = next(v for v in self.variants if v.name == self.results.get("primary", v.name))
         c = self.cfg.served.compare_concurrency
-        with FastAPIServer(
-            v.onnx, free_port(), self.cfg.fastapi.threads, self.out / "fastapi.log"
-        ) as api:
-            self.point(
-                lambda: RawHTTPTarget(f"{api.url}/infer", self.sample(1)),
-                Load("closed", c),
-                section="fastapi",
-                variant=v.name,
-                protocol="http",
-                config="fastapi",
-                threads=self.cfg.fastapi.threads,
-            )
+        for shape in self.fastapi_shapes(v):
+            log = self.out / f"fastapi_{shape.workers}x{shape.threads}.log"
+            with FastAPIServer(v.onnx, free_port(), shape.threads, log, shape.workers) as api:
+                self.point(
+                    lambda api=api: RawHTTPTarget(f"{api.url}/infer", self.sample(1)),
+                    Load("closed", c),
+                    section="fastapi",
+                    variant=v.name,
+                    protocol="http",
+                    config="fastapi",
+                    workers=shape.workers,
+                    threads=shape.threads,
+                )
 
     # -- all --------------------------------------------------------------------------------
     def run(self) -> int:
@@ -427,6 +485,11 @@ class Bench:
             self.log(f"bench: sections with errors: {', '.join(self.results['errors'])}")
             return 1
         return 0
+
+
+def quieter(a: dict, b: dict) -> bool:
+    """Whether point `a` was measured with less CPU used by other processes than `b`."""
+    return a["noise"]["other_cores"] < b["noise"]["other_cores"]
 
 
 def link_latest(out: Path) -> Path:

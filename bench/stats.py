@@ -7,12 +7,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 PERCENTILES = (50, 90, 95, 99)
+# The one definition bench and reliability report, stated in their reports.
+PERCENTILE_RULE = (
+    "nearest-rank percentiles (pN is the smallest latency with at least N% of requests at or "
+    "below it: a latency a request really had, never interpolated)"
+)
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float:
     """Nearest-rank percentile (the smallest value with at least p% of values at or below it).
 
     Nearest rank, not interpolation: every reported latency is one a request really had.
+    bench and reliability both use this one.
     """
     if not sorted_values:
         return math.nan

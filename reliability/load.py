@@ -13,8 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
-
+from bench.stats import percentile
 from client.connection import Policy, Triton, describe, is_transient
 from reliability.errors import ReliabilityError
 from reliability.reference import Probe
@@ -124,7 +123,7 @@ class Load:
 def summary(records: list[Record], since: float | None = None) -> dict:
     """Counts and latency of records, and when attempt-level errors last happened."""
     picked = [r for r in records if since is None or r.end >= since]
-    latencies = np.array([r.end - r.start for r in picked if r.ok]) * 1e3
+    latencies = sorted(1e3 * (r.end - r.start) for r in picked if r.ok)
     errors = [e for r in picked for e in r.errors]
     failed = [r for r in picked if not r.ok]
     return {
@@ -135,6 +134,6 @@ def summary(records: list[Record], since: float | None = None) -> dict:
         "attempt_errors": len(errors),
         "last_error_at": max((t for t, _, _ in errors), default=None),
         "first_failure": failed[0].errors[-1][1] if failed else None,
-        "p50_ms": float(np.percentile(latencies, 50)) if len(latencies) else None,
-        "p99_ms": float(np.percentile(latencies, 99)) if len(latencies) else None,
+        "p50_ms": percentile(latencies, 50) if latencies else None,
+        "p99_ms": percentile(latencies, 99) if latencies else None,
     }

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.stats import percentile
 from reliability.load import Load, Record, summary
 from reliability.reference import Probe
 from reliability.report import plot_soak
@@ -28,14 +29,14 @@ def _windows(records: list[Record], t0: float, width: float, end: float) -> list
     edges = np.arange(0.0, end + width, width)
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         done = [r for r in records if lo <= r.end - t0 < hi]
-        latencies = [1e3 * (r.end - r.start) for r in done if r.ok]
+        latencies = sorted(1e3 * (r.end - r.start) for r in done if r.ok)
         windows.append(
             {
                 "t": float((lo + hi) / 2),
                 "requests": len(done),
                 "failed": sum(1 for r in done if not r.ok),
                 "rps": len(done) / width,
-                "p99_ms": float(np.percentile(latencies, 99)) if latencies else None,
+                "p99_ms": percentile(latencies, 99) if latencies else None,
             }
         )
     return [w for w in windows if w["requests"]]
@@ -90,7 +91,7 @@ def report(result: dict) -> str:
             f"{w['t']:>7.0f}  {near['total_mb']:>8.1f}  {p99:>7}  {w['rps']:>6.0f}  {w['failed']}"
         )
     lines.append(
-        f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms; "
+        f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms (nearest rank); "
         f"RSS {result['rss_baseline_mb']:.0f} MB after {result['warmup_s']:.0f} s warm-up -> "
         f"{result['rss_final_mb']:.0f} MB at the end; {result['retried']} requests retried; "
         f"plot {result['plot']}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from bench.config import NoiseConfig, PerfAnalyzerConfig, WindowConfig
 from bench.fastapi_server import FastAPIServer
 from bench.loadgen import Load, RawHTTPTarget, TritonTarget, run_point
 from bench.run import main
+from serve import procs
 from serve.server import free_port
 
 pytestmark = pytest.mark.slow
@@ -42,23 +44,34 @@ def test_open_loop_poisson(bench_server):
     assert p["load"] == "open" and p["requests"] > 0 and p["errors"] == 0
 
 
-def test_fastapi_baseline(tiny, tmp_path):
-    pytest.importorskip("fastapi", reason="make setup-bench installs fastapi + uvicorn")
+@pytest.mark.parametrize(("workers", "threads"), [(2, 1), (1, 2)])
+def test_fastapi_baseline_runs_its_workers(tiny, tmp_path, workers, threads):
     _, repo = tiny
-    with FastAPIServer(
-        repo / "tiny_fp32" / "1" / "model.onnx", free_port(), 1, tmp_path / "fastapi.log"
-    ) as api:
+    model = repo / "tiny_fp32" / "1" / "model.onnx"
+    with FastAPIServer(model, free_port(), threads, tmp_path / "fastapi.log", workers) as api:
         p = run_point(
             lambda: RawHTTPTarget(f"{api.url}/infer", SAMPLE), Load("closed", 2), SHORT, QUIET
         )
+        # uvicorn's supervisor and one process per worker, each serving
+        serving = [pid for pid in _tree(api.process.pid) if "spawn_main" in _cmdline(pid)]
+        assert len(serving) == (workers if workers > 1 else 0), serving
     assert p["requests"] > 0 and p["errors"] == 0 and "queue_ms" not in p
     assert api.process is None  # stopped
+
+
+def _tree(pid: int) -> list[int]:
+    kids = procs.children(pid)
+    return kids + [k for kid in kids for k in _tree(kid)]
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
 def test_perf_analyzer_cross_check(bench_server, tmp_path):
     cfg = PerfAnalyzerConfig(measurement_ms=300, max_trials=4)
     if not perf_analyzer.PROJECT_ROOT.joinpath(cfg.binary).is_file():
-        pytest.skip("perf_analyzer not installed: make setup-bench")
+        pytest.fail("perf_analyzer not installed: run `make setup-bench` (make test does)")
     url = bench_server.http_url
     result = perf_analyzer.run(cfg, url, "http", "tiny_fp32", SPEC, 2, 4, tmp_path)
     assert result["concurrency"] == 2 and result["batch"] == 4 and "-b 4" in result["command"]
@@ -66,8 +79,27 @@ def test_perf_analyzer_cross_check(bench_server, tmp_path):
     assert result["client_cores"] > 0  # its CPU, measured beside ours
 
 
+def _analyzer_result(root: Path, model: str) -> Path:
+    """A Model Analyzer result as make model-analyzer leaves it: its winner's knobs."""
+    winner = {"instances": 1, "intra_op_threads": 1, "inter_op_threads": 1,
+              "dynamic_batching": True, "max_queue_delay_us": 0, "preferred_batch_size": [],
+              "max_batch_size": 2}  # fmt: skip
+    folder = root / model / "latest"
+    folder.mkdir(parents=True)
+    result = {"model": model, "winner_config": f"{model}_config_3", "winner": winner,
+              "own": [{"concurrency": 4, "throughput": 900.0, "p99_ms": 9.0}],
+              "default_own": [], "source": str(folder), "search": "brute search"}  # fmt: skip
+    (folder / "winner.json").write_text(json.dumps(result))
+    return root
+
+
 def test_whole_run_writes_every_file(tmp_path, capsys):
     run, repo = build_run_and_repo(tmp_path)
+    # The primary variant on 2 instances: the FastAPI baseline gets 2 workers x 1 thread and
+    # 1 worker x 2 threads.
+    config = repo / "tiny_int8" / "config.pbtxt"
+    config.write_text(config.read_text().replace("count: 1", "count: 2"))
+    analyzer = _analyzer_result(tmp_path / "model_analyzer", "tiny_int8")
     out = tmp_path / "results"
     code = main(
         [
@@ -89,18 +121,35 @@ def test_whole_run_writes_every_file(tmp_path, capsys):
             "served.grpc_concurrency=[1]",
             "served.variant_concurrency=[1]",
             "served.compare_concurrency=4",
-            "search.concurrency=4",
+            "search.concurrency=[4]",
             "search.p99_ms=100000",
             "perf_analyzer.measurement_ms=300",
             "perf_analyzer.max_trials=3",
+            f"analyzer.results={analyzer}",
+            "analyzer.concurrency=[4]",
         ]
     )
     printed = capsys.readouterr().out
     latest = out / "latest"
     assert latest.is_dir() and (latest / "report.md").is_file(), printed
+    results = json.loads((latest / "results.json").read_text())
+    # make test installs FastAPI and perf_analyzer (setup-bench): every section must work
+    assert results["errors"] == {} and code == 0, results["errors"]
     summary = json.loads((latest / "summary.json").read_text())
-    for key in ("served_vs_inprocess", "overhead_ms_c1", "dynbatch_gain_c16", "optimized_vs_eager"):
+    for key in (
+        "served_vs_inprocess",
+        "overhead_ms_c1",
+        "dynbatch_gain_c4",
+        "triton_vs_fastapi_c4",
+        "vs_perf_analyzer",
+        "optimized_vs_eager",
+        "optimized_vs_eager_batch1",
+        "search_vs_model_analyzer",
+    ):
         assert summary[key] is not None, (key, summary["targets"][key])
+    base = summary["fastapi_baseline"]
+    assert sorted((s["workers"], s["threads"]) for s in base["configs"]) == [(1, 2), (2, 1)]
+    assert base["triton"] == {"instances": 2, "intra_op_threads": 1} and base["same_total_threads"]
     for name in (
         "headline.md",
         "points.csv",
@@ -112,12 +161,12 @@ def test_whole_run_writes_every_file(tmp_path, capsys):
         "search.png",
     ):
         assert (latest / name).is_file(), name
-    results = json.loads((latest / "results.json").read_text())
-    assert {p["section"] for p in results["points"]} >= {"sweep", "openloop", "dynbatch", "search"}
+    sections = {p["section"] for p in results["points"]}
+    assert sections >= {"sweep", "openloop", "dynbatch", "search", "fastapi", "analyzer"}
     multi = [p for p in results["points"] if p["batch"] == 32]  # --quick: 32 images a request
     assert multi and all(p["avg_batch"] >= 32 for p in multi)  # the server saw 32 a request
+    theirs = [p for p in results["points"] if p["config"] == "analyzer_winner"]
+    assert theirs and all(p["avg_batch"] <= 2 for p in theirs)  # its max batch 2 was in force
     assert {r["variant"] for r in results["inprocess"]} == {"eager_fp32", "fp32", "int8"}
-    optional = {"fastapi", "perf_analyzer"}  # need make setup-bench
-    assert set(results["errors"]) <= optional, results["errors"]
-    assert code == (1 if results["errors"] else 0)
-    assert "## Targets" in (latest / "report.md").read_text()
+    text = (latest / "report.md").read_text()
+    assert "## Targets" in text and "## Our config search vs Triton Model Analyzer" in text

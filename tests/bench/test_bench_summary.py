@@ -1,10 +1,14 @@
-"""The targets of summary.json from synthetic results: which figures each ratio compares."""
+"""The targets of summary.json and the report's sections from synthetic results: which figures
+each ratio compares, and what each section shows."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from bench.summary import targets, verdict
+from bench import report
+from bench.summary import TARGETS, fastapi_baseline, target, targets, verdict
 
 
 def _point(variant="pruned_int8", c=16, batch=1, rps=1000.0, config="deployed", **extra):
@@ -26,16 +30,28 @@ def _check(batch, c, pa_ips, ours_ips, best):
     return {"protocol": "http", "concurrency": c, "batch": batch, "images_per_s": pa_ips,
             "p50_ms": 2.0, "p99_ms": 4.0, "client_cores": 0.3, "stable": True, "best": best,
             "ours_images_per_s": ours_ips, "ours_p50_ms": 2.0, "ours_p99_ms": 4.0,
-            "ours_client_cores": 0.1}  # fmt: skip
+            "ours_client_cores": 0.1, "command": "perf_analyzer -m m"}  # fmt: skip
+
+
+KNOBS = {"instances": 2, "intra_op_threads": 1, "dynamic_batching": True,
+         "max_queue_delay_us": 0, "preferred_batch_size": [], "max_batch_size": 32}  # fmt: skip
 
 
 @pytest.fixture
 def results():
     return {
+        "model": "default",
+        "timestamp": "20260101-000000",
+        "quick": False,
         "primary": "pruned_int8",
-        "machine": {"cores": 2},
-        "config": {"served": {"compare_concurrency": 16}, "noise": {"busy_cores": 0.25}},
-        "variants": {"pruned_int8": {"instances": 2, "intra_op_threads": 1}},
+        "machine": {"cpu": "test cpu", "cores": 2},
+        "config": {
+            "served": {"compare_concurrency": 16, "max_inflight": 512},
+            "noise": {"busy_cores": 0.25, "retries": 2},
+            "windows": {"warmup_s": 2, "window_s": 2, "windows": 3, "stability": 0.1, "max_s": 30},
+            "inprocess": {"threads": [1, 2], "eager_threads": 0},
+        },  # fmt: skip
+        "variants": {"pruned_int8": KNOBS},
         "inprocess": [
             _inprocess("eager_fp32", "eager", 1, 2, 1000.0),
             _inprocess("eager_fp32", "eager", 32, 2, 2000.0),
@@ -47,12 +63,30 @@ def results():
             _point(c=16, rps=6000.0),
             _point(c=4, batch=32, rps=600.0),  # 19,200 images/s: the best point
             _point(c=16, rps=3000.0, config="no_dynamic_batching"),
+            _point(c=16, rps=2500.0, config="fastapi", workers=2, threads=1, p99_ms=9.0),
+            _point(c=16, rps=2000.0, config="fastapi", workers=1, threads=2, p99_ms=12.0),
         ],
         "perf_analyzer": [
             _check(1, 16, 4000.0, 6000.0, False),
             _check(32, 4, 20_000.0, 19_200.0, True),
         ],
+        "warnings": [],
+        "errors": {},
     }
+
+
+def _winners(results, ours_rps=(5000.0, 6000.0), theirs_rps=(5100.0, 6100.0), ours_p99=5.0):
+    for c, o, t in zip((16, 32), ours_rps, theirs_rps, strict=True):
+        results["points"] += [
+            _point(c=c, rps=o, config="search_winner", section="analyzer", p99_ms=ours_p99),
+            _point(c=c, rps=t, config="analyzer_winner", section="analyzer", p99_ms=5.0),
+        ]
+    results["analyzer"] = {
+        "source": "bench/results/model_analyzer/x", "search": "brute search",
+        "winner": {**KNOBS, "instances": 3, "max_batch_size": 8}, "ours": KNOBS,
+        "ours_from": "this run's search",
+        "own": [{"concurrency": 16, "throughput": 8281.0, "p99_ms": 7.0}],
+    }  # fmt: skip
 
 
 def test_served_figures_are_images_against_the_best_inprocess_row(results):
@@ -60,15 +94,68 @@ def test_served_figures_are_images_against_the_best_inprocess_row(results):
     assert t["served_vs_inprocess"]["value"] == pytest.approx(19_200 / 20_000)
     assert t["served_vs_inprocess"]["met"] is True
     assert "32 images a request" in t["served_vs_inprocess"]["detail"]
-    assert t["optimized_vs_eager"]["value"] == pytest.approx(19.2)
-    assert "9.6x" in t["optimized_vs_eager"]["detail"]  # against eager's best batch too
     assert t["dynbatch_gain_c16"]["value"] == pytest.approx(2.0)
+
+
+def test_optimized_vs_eager_is_like_for_like_with_batch1_beside_it(results):
+    t = targets(results)
+    like = t["optimized_vs_eager"]
+    assert like["value"] == pytest.approx(19_200 / 2000)  # eager at its own best batch (32)
+    assert like["met"] is False and "batch 32" in like["detail"]
+    one = t["optimized_vs_eager_batch1"]
+    assert one["value"] == pytest.approx(19.2) and "batch 1" in one["detail"]
+    assert one["met"] is None and one["target"] == "-"  # for reference, no goal of its own
+    text = verdict(results, t)
+    assert "optimized_vs_eager_batch1" not in text  # neither met, missed nor "not measured"
+    assert "optimized_vs_eager: eager here is already fast" in text  # among the missed
+
+
+def test_fastapi_baseline_is_its_best_configuration_with_the_same_threads(results):
+    t = targets(results)["triton_vs_fastapi_c16"]
+    assert t["value"] == pytest.approx(6000 / 2500) and t["met"] is True
+    assert "FastAPI's best (2 worker(s) x 1 thread(s))" in t["detail"]
+    assert "1 x 2: 2000/s" in t["detail"]  # the other configuration, reported
+    base = fastapi_baseline(results)
+    assert base["best"] == {"workers": 2, "threads": 1}
+    assert sorted((s["workers"], s["threads"]) for s in base["configs"]) == [(1, 2), (2, 1)]
+    assert base["triton"] == {"instances": 2, "intra_op_threads": 1}
+    assert base["same_total_threads"] is True
+    results["points"][-1]["threads"] = 4  # 1 worker x 4 threads: more than Triton's 2
+    assert fastapi_baseline(results)["same_total_threads"] is False
+
+
+def test_fastapi_p99_worse_than_triton_misses(results):
+    results["points"][4]["p99_ms"] = 4.0  # the best FastAPI shape beats Triton's p99 of 5.0
+    t = targets(results)["triton_vs_fastapi_c16"]
+    assert t["met"] is False and "WORSE" in t["detail"]
+
+
+def test_keys_carry_the_comparison_concurrency(results):
+    results["config"]["served"]["compare_concurrency"] = 4
+    t = targets(results)
+    assert "dynbatch_gain_c4" in t and "triton_vs_fastapi_c4" in t
+    assert not any(k.endswith("_c16") for k in t)
 
 
 def test_perf_analyzer_target_is_taken_at_the_best_point(results):
     t = targets(results)["vs_perf_analyzer"]
     assert t["value"] == pytest.approx(0.96) and t["met"] is True
     assert "c16 x1: 1.50" in t["detail"]  # the other cross-check is reported, not hidden
+
+
+def test_search_vs_model_analyzer_takes_the_worst_concurrency(results):
+    assert targets(results)["search_vs_model_analyzer"]["met"] is None  # no analyzer points
+    _winners(results, ours_rps=(5000.0, 5500.0), theirs_rps=(5100.0, 6100.0))
+    t = targets(results)["search_vs_model_analyzer"]
+    assert t["value"] == pytest.approx(5500 / 6100, abs=1e-3) and t["met"] is False
+    assert "c32: ours 5500/s" in t["detail"]
+
+
+def test_search_vs_model_analyzer_needs_p99_no_worse(results):
+    _winners(results, ours_rps=(5100.0, 6100.0), ours_p99=5.2)  # within 5% of its 5.0 ms
+    assert targets(results)["search_vs_model_analyzer"]["met"] is True
+    _winners(results, ours_rps=(5100.0, 6100.0), ours_p99=6.0)
+    assert targets(results)["search_vs_model_analyzer"]["met"] is False
 
 
 def test_missing_sections_are_not_measured_and_the_verdict_says_so(results):
@@ -79,3 +166,58 @@ def test_missing_sections_are_not_measured_and_the_verdict_says_so(results):
     text = verdict(results, t)
     assert "19200 images/s" in text and "6000 requests/s" in text
     assert "Not measured: served_vs_inprocess" in text
+    assert "nearest-rank" in text
+
+
+def test_a_target_registered_twice_is_refused():
+    with pytest.raises(ValueError, match="registered twice"):
+        target("served_vs_inprocess", ">=", 1.0, "again")(lambda f: None)
+    assert len(TARGETS) == len({t.key for t in TARGETS.values()})
+
+
+def test_report_sections_show_their_data_or_nothing(results):
+    tgts = targets(results)
+    run = report.Run(results, tgts, verdict(results, tgts))
+    side = report._side_by_side(run)
+    assert any("| fastapi 2 x 1 | http |" in line for line in side)
+    assert any("| fastapi 1 x 2 | http |" in line for line in side)
+    assert report._search(run) == [] and report._analyzer(run) == []
+    _winners(results)
+    analyzer = report._analyzer(report.Run(results, tgts, ""))
+    rows = [line for line in analyzer if line.startswith("| 16 |") or line.startswith("| 32 |")]
+    assert len(rows) == 4 and "3 instance(s)" in rows[1] and "| 8281 |" in rows[1]
+    header = report._header(run)
+    assert any("nearest-rank" in line for line in header)
+    assert any("FastAPI baseline 1 uvicorn worker(s) x 2 ORT thread(s) and 2" in line
+               for line in header)  # fmt: skip
+
+
+def test_report_tables_declare_each_column_once(results):
+    tgts = targets(results)
+    lines = report._targets(report.Run(results, tgts, ""))
+    header, rule, *rows = [line for line in lines if line.startswith("|")]
+    assert header.count("|") == rule.count("|") == len(report.TARGET_COLUMNS) + 1
+    assert all(r.count("|") >= len(report.TARGET_COLUMNS) + 1 for r in rows)
+    marks = {re.split(r"(?<!\\)\|", r)[4].strip() for r in rows}  # "\|" is a pipe in a cell
+    assert marks <= {"met", "**missed**", "not measured", "-"}
+    text = report.markdown(results, tgts, "verdict")
+    assert text.index("## Targets") < text.index("## Verdict") < text.index("## Side by side")
+    assert "## Serving config search" not in text  # no search in these results
+
+
+def test_search_section_marks_candidates_refusing_the_largest_request(results):
+    cand = {"stage": 1, "instances": 2, "max_queue_delay_us": 0, "intra_op_threads": 1,
+            "throughput": 6000.0, "p50_ms": 2.0, "p99_ms": 5.0, "errors": 0}  # fmt: skip
+    small = {**cand, "max_batch_size": 8, "preferred_batch_size": [], "accepts_largest": False}
+    capped = {**cand, "max_batch_size": 32, "preferred_batch_size": [8], "accepts_largest": True}
+    results["search"] = {
+        "model": "default_pruned_int8", "concurrency": [16, 32], "p99_budget_ms": 50.0,
+        "largest_request": 32, "method": "Staged", "candidates": [small, capped],
+        "best": capped, "baseline": KNOBS, "applied": None,
+    }  # fmt: skip
+    tgts = targets(results)
+    lines = report._search(report.Run(results, tgts, ""))
+    assert "(c16, c32, p99 <= 50.0 ms)" in lines[0]
+    rows = [line for line in lines if line.startswith("| 1 |")]
+    assert rows[0].endswith("| no | no |") and rows[1].endswith("| yes | yes |")
+    assert any("largest request the clients send (32 images" in line for line in lines)
