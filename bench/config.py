@@ -10,6 +10,8 @@ SECTIONS = (
     "inprocess",  # pytest-benchmark: eager FP32 and every ONNX variant, batch sizes x threads
     "sweep",  # closed-loop concurrency sweep of the primary variant, HTTP and gRPC, and
     # HTTP requests of several images
+    "raw",  # the path users call: encoded test images to the ensemble, HTTP and gRPC, single
+    # images and client batches, beside the tensor path on the same classifier
     "openloop",  # Poisson arrivals at fractions of the best closed-loop throughput
     "variants",  # every deployed variant at a few concurrencies
     "dynbatch",  # dynamic batching on vs off, same model and load
@@ -17,6 +19,7 @@ SECTIONS = (
     "perf_analyzer",  # NVIDIA's perf_analyzer at the comparison point and the best point
     "search",  # serving config search
     "analyzer",  # our search's winner vs Model Analyzer's (make model-analyzer), same load
+    "replicas",  # 1 and N tritonserver replicas on the same cores, requests spread over them
 )
 
 # --quick: every section, each as short as still says something; < 3 minutes on 2 cores.
@@ -35,6 +38,14 @@ QUICK = (
     "served.client_batches=[32]",
     "served.batch_concurrency=[2]",
     "served.rates=[0.5]",
+    "raw.images=32",
+    "raw.check_images=8",
+    "raw.concurrency=[1,16]",
+    "raw.grpc_concurrency=[16]",
+    "raw.client_batches=[32]",
+    "raw.batch_concurrency=[2]",
+    "raw.pipeline_s=1.0",
+    "replicas.concurrency=[16]",
     "perf_analyzer.measurement_ms=500",
     "perf_analyzer.max_trials=6",
     "search.instances=[1,2]",
@@ -42,6 +53,7 @@ QUICK = (
     "search.max_queue_delay_us=[0]",
     "search.preferred_batch_sizes=[[],[8]]",
     "search.threads=[1]",
+    "search.preprocess_instances=[1,2]",
     "search.concurrency=[16]",
     "analyzer.concurrency=[16]",
     "analyzer.rounds=1",
@@ -94,6 +106,28 @@ class ServedConfig:
 
 
 @dataclass
+class RawConfig:
+    """The raw path: encoded images from the run's test split, sent to the ensemble `<model>`."""
+
+    data: str | None = None  # image folder; None: the run's test split (as client/verify.py)
+    images: int = 64  # distinct test images the requests cycle through (a fixed random pick)
+    check_images: int = 16  # answered through the ensemble and in-process, compared, first
+    concurrency: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
+    grpc_concurrency: list[int] = field(default_factory=lambda: [1, 16, 32])
+    client_batches: list[int] = field(default_factory=lambda: [8, 32])  # images a request
+    batch_concurrency: list[int] = field(default_factory=lambda: [1, 2, 4])
+    pipeline_s: float = 3.0  # in-process preprocess + model pipeline: seconds per shape
+
+
+@dataclass
+class ReplicasConfig:
+    """N tritonservers on these same cores, the load generator spreading requests over them."""
+
+    counts: list[int] = field(default_factory=lambda: [1, 2])
+    concurrency: list[int] = field(default_factory=lambda: [16, 32])
+
+
+@dataclass
 class FastAPIShape:
     workers: int = 1  # uvicorn worker processes
     threads: int = 1  # ORT intra-op threads in each
@@ -124,6 +158,9 @@ class SearchConfig:
     max_queue_delay_us: list[int] = field(default_factory=lambda: [0, 1000])
     preferred_batch_sizes: list[list[int]] = field(default_factory=lambda: [[], [4], [8]])
     threads: list[int] = field(default_factory=lambda: [1, 2])  # ORT intra-op per instance
+    # <model>_preprocess instances, measured through the ensemble on the classifier's winner
+    # (a stage of its own, staged or not: only the raw path exercises it). []: not searched.
+    preprocess_instances: list[int] = field(default_factory=lambda: [1, 2, 3])
     staged: bool = True  # False: the full cartesian product
     concurrency: list[int] = field(default_factory=lambda: [16, 32])
     p99_ms: float = 50.0
@@ -151,6 +188,8 @@ class BenchConfig:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     inprocess: InprocessConfig = field(default_factory=InprocessConfig)
     served: ServedConfig = field(default_factory=ServedConfig)
+    raw: RawConfig = field(default_factory=RawConfig)
+    replicas: ReplicasConfig = field(default_factory=ReplicasConfig)
     fastapi: FastAPIConfig = field(default_factory=FastAPIConfig)
     perf_analyzer: PerfAnalyzerConfig = field(default_factory=PerfAnalyzerConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
@@ -182,6 +221,15 @@ def validate(cfg: BenchConfig) -> BenchConfig:
     if any(b <= 0 for b in cfg.served.client_batches):
         raise ConfigError("served.client_batches must hold positive batch sizes ([] = none)")
     _positive("served.batch_concurrency", cfg.served.batch_concurrency)
+    _positive("raw.concurrency", cfg.raw.concurrency)
+    _positive("raw.grpc_concurrency", cfg.raw.grpc_concurrency)
+    _positive("raw.batch_concurrency", cfg.raw.batch_concurrency)
+    if any(b <= 0 for b in cfg.raw.client_batches):
+        raise ConfigError("raw.client_batches must hold positive batch sizes ([] = none)")
+    _positive("replicas.counts", cfg.replicas.counts)
+    _positive("replicas.concurrency", cfg.replicas.concurrency)
+    if any(n <= 0 for n in cfg.search.preprocess_instances):
+        raise ConfigError("search.preprocess_instances must hold counts >= 1 ([] = not searched)")
     _positive("search.instances", cfg.search.instances)
     _positive("search.max_batch_sizes", cfg.search.max_batch_sizes)
     _positive("search.threads", cfg.search.threads)
@@ -204,9 +252,13 @@ def validate(cfg: BenchConfig) -> BenchConfig:
         ("perf_analyzer.measurement_ms", cfg.perf_analyzer.measurement_ms),
         ("perf_analyzer.max_trials", cfg.perf_analyzer.max_trials),
         ("analyzer.rounds", cfg.analyzer.rounds),
+        ("raw.images", cfg.raw.images),
+        ("raw.pipeline_s", cfg.raw.pipeline_s),
     ):
         if value <= 0:
             raise ConfigError(f"{name} must be > 0")
+    if cfg.raw.check_images < 0:
+        raise ConfigError("raw.check_images must be >= 0")
     if cfg.noise.busy_cores <= 0 or cfg.noise.retries < 0:
         raise ConfigError("noise: busy_cores must be > 0 and retries >= 0")
     return cfg

@@ -26,13 +26,14 @@ class InprocessError(RuntimeError):
 
 
 def cases(
-    variants: dict[str, Path],
+    variants: dict[str, tuple[Path, str]],
     spec: ModelSpec,
     cfg: InprocessConfig,
     checkpoint: Path | None,
     spec_path: Path | None,
 ) -> list[dict]:
-    """Every (artifact, batch, threads) to time; eager FP32 when a checkpoint is given."""
+    """Every (artifact, batch, threads) to time, each ONNX variant on its engine (`variants`:
+    name -> (model.onnx, engine)); eager FP32 when a checkpoint is given."""
     shape = [spec.channels, spec.height, spec.width]
     out = []
     if checkpoint is not None:
@@ -49,7 +50,7 @@ def cases(
                     "shape": shape,
                 }
             )
-    for variant, path in variants.items():
+    for variant, (path, engine) in variants.items():
         for threads in cfg.threads:
             for batch in cfg.batch_sizes:
                 out.append(
@@ -57,6 +58,7 @@ def cases(
                         "id": f"{variant}-b{batch}-t{threads}",
                         "kind": "onnx",
                         "variant": variant,
+                        "engine": engine,
                         "path": str(path),
                         "batch": batch,
                         "threads": threads,
@@ -64,6 +66,18 @@ def cases(
                     }
                 )
     return out
+
+
+def raw_cases(files: list[Path], spec_path: Path) -> list[dict]:
+    """The raw path's per-image steps on the same test images the served raw path sends: bare
+    Pillow decode, and contract.preprocess (decode, mode, resize, normalise). One call goes
+    through every file: a row's throughput is images/s."""
+    common = {"files": [str(f) for f in files], "spec_path": str(spec_path),
+              "batch": len(files), "threads": 1}  # fmt: skip
+    return [
+        {"id": f"{kind}-{len(files)}img", "kind": kind, "variant": variant, **common}
+        for kind, variant in (("decode", "pillow_decode"), ("preprocess", "contract_preprocess"))
+    ]
 
 
 def _pytest(case_list: list[dict], cfg: InprocessConfig, workdir: Path, tag: str) -> list[dict]:

@@ -17,11 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from tritonclient.utils import serialize_byte_tensor
 
 from bench import noise, triton_stats
 from bench.config import NoiseConfig, WindowConfig
 from bench.rawhttp import RawHTTPClient
 from bench.stats import merge, stable, summarize, window_of
+from contract.spec import PROBABILITIES
 from serve.server import is_loopback
 
 STOP_GRACE_S = 2.0  # pending requests get this long to finish after the point ends
@@ -46,73 +48,163 @@ def _check_loopback(url: str) -> None:
         raise LoadError(f"{url}: the load generator only targets loopback addresses")
 
 
+@dataclass(frozen=True)
+class Request:
+    """One prebuilt request's input: FP32 images [batch, C, H, W], or BYTES [batch, 1] encoded
+    image files (the ensemble's input)."""
+
+    input_name: str
+    datatype: str  # "FP32" | "BYTES"
+    array: np.ndarray
+
+    @property
+    def data(self) -> bytes:
+        if self.datatype == "BYTES":
+            return serialize_byte_tensor(self.array).item()  # a 0-d object array of the bytes
+        return self.array.astype(np.float32).tobytes()
+
+
 class TritonTarget:
     """A Triton model over HTTP or gRPC; statistics via tritonclient's HTTP client.
 
     HTTP requests are built once (KServe v2 JSON header + binary tensor, what tritonclient
     sends) and posted by the lean RawHTTPClient: tritonclient's per-call JSON and numpy work
     would take CPU the server needs on 2 cores; perf_analyzer's prebuilt requests do not.
+    Several URLs (replicas, comma-separated): each request goes to the next one in turn, and
+    the server split is left out (it would be one replica's).
     """
 
     def __init__(self, http_url: str, grpc_url: str, protocol: str, model: str, spec, sample):
+        requests = [Request(spec.input_name, "FP32", sample)]
+        self._init(http_url, grpc_url, protocol, model, requests, spec.output_name)
+        self.name = f"triton-{protocol}"
+
+    def _init(self, http_url, grpc_url, protocol, model, requests, output) -> None:
         if protocol not in ("http", "grpc"):
             raise LoadError(f"protocol {protocol!r} is not http or grpc")
-        _check_loopback(http_url)
-        _check_loopback(grpc_url)
-        self.http_url, self.grpc_url, self.protocol = http_url, grpc_url, protocol
-        self.model, self.spec, self.sample = model, spec, sample
-        self.name = f"triton-{protocol}"
+        self.http_urls, self.grpc_urls = http_url.split(","), grpc_url.split(",")
+        for url in (*self.http_urls, *self.grpc_urls):
+            _check_loopback(url)
+        self.protocol, self.model = protocol, model
+        self.requests, self.output = requests, output
 
     async def __aenter__(self) -> TritonTarget:
         import tritonclient.http.aio as http_aio
 
-        self.stats_client = http_aio.InferenceServerClient(self.http_url, conn_limit=2)
+        single = len(self.http_urls) == 1
+        self.stats_client = (
+            http_aio.InferenceServerClient(self.http_urls[0], conn_limit=2) if single else None
+        )
+        self.turn = 0
         if self.protocol == "http":
-            url = f"http://{self.http_url}/v2/models/{self.model}/infer"
-            self.client = RawHTTPClient(url, *infer_request(self.spec, self.sample))
+            bodies = [infer_request(r, self.output) for r in self.requests]
+            self.clients = [
+                RawHTTPClient(f"http://{url}/v2/models/{self.model}/infer", bodies)
+                for url in self.http_urls
+            ]
             self.send = self._send_http
         else:
             import tritonclient.grpc.aio as grpc_aio
 
-            self.client = grpc_aio.InferenceServerClient(self.grpc_url)
-            tensor = grpc_aio.InferInput(self.spec.input_name, list(self.sample.shape), "FP32")
-            tensor.set_data_from_numpy(self.sample)
-            self.inputs = [tensor]
-            self.outputs = [grpc_aio.InferRequestedOutput(self.spec.output_name)]
+            self.clients = [grpc_aio.InferenceServerClient(url) for url in self.grpc_urls]
+            self.inputs = []
+            for r in self.requests:
+                tensor = grpc_aio.InferInput(r.input_name, list(r.array.shape), r.datatype)
+                tensor.set_data_from_numpy(r.array)
+                self.inputs.append([tensor])
+            self.outputs = [grpc_aio.InferRequestedOutput(self.output)]
             self.send = self._send_grpc
         return self
 
     async def __aexit__(self, *exc) -> None:
-        await self.client.close()
-        await self.stats_client.close()
+        for client in self.clients:
+            await client.close()
+        if self.stats_client is not None:
+            await self.stats_client.close()
+
+    def _next(self):
+        """(client, request index) for the next request: replicas and requests in turn."""
+        self.turn += 1
+        return self.clients[self.turn % len(self.clients)], self.turn % len(self.requests)
 
     async def _send_http(self) -> None:
-        head, _ = await self.client.post()
+        client, _ = self._next()  # the client cycles through the prebuilt bodies itself
+        head, _ = await client.post()
         if b"inference-header-content-length" not in head.lower():
             raise ValueError("the answer carries no binary output")
 
     async def _send_grpc(self) -> None:
-        await self.client.infer(self.model, self.inputs, outputs=self.outputs)
+        client, index = self._next()
+        await client.infer(self.model, self.inputs[index], outputs=self.outputs)
 
     async def snapshot(self) -> dict | None:
+        if self.stats_client is None:
+            return None
         stats = await self.stats_client.get_inference_statistics(self.model)
         return triton_stats.snapshot(stats, self.model)
 
+    def split(self, before: dict, after: dict) -> dict:
+        return triton_stats.split(before, after)
 
-def infer_request(spec, sample: np.ndarray) -> tuple[bytes, dict[str, str]]:
+
+class EnsembleTarget(TritonTarget):
+    """The raw path: encoded images to the ensemble. Its split adds each step's (preprocess,
+    classifier) queue, compute and batch, and the CPU cores the server's own threads and each
+    step's stubs used (`server_pid`), so a reader sees where a request's time went."""
+
+    def __init__(self, http_url, grpc_url, protocol, ensemble, batches, server_pid=None):
+        """`ensemble`: bench.repository.Ensemble; `batches`: object arrays [batch, 1] of
+        encoded images, sent in turn."""
+        requests = [Request(ensemble.input_name, "BYTES", b) for b in batches]
+        # probabilities: what users read
+        output = PROBABILITIES if PROBABILITIES in ensemble.outputs else ensemble.outputs[0]
+        self._init(http_url, grpc_url, protocol, ensemble.name, requests, output)
+        self.steps = {"preprocess": ensemble.preprocess, "classifier": ensemble.classifier}
+        self.server_pid = server_pid
+        self.name = f"ensemble-{protocol}"
+
+    async def snapshot(self) -> dict | None:
+        if self.stats_client is None:
+            return None
+        stats = await self.stats_client.get_inference_statistics("")  # every model at once
+        snap = {
+            "ensemble": triton_stats.snapshot(stats, self.model),
+            **{step: triton_stats.snapshot(stats, m) for step, m in self.steps.items()},
+            "t": time.monotonic(),
+        }
+        if self.server_pid is not None:
+            snap["cpu"] = noise.cpu_by_model(self.server_pid)
+        return snap
+
+    def split(self, before: dict, after: dict) -> dict:
+        out = triton_stats.split(before["ensemble"], after["ensemble"])
+        for step in self.steps:
+            part = triton_stats.split(before[step], after[step])
+            for key in ("queue_ms", "compute_infer_ms", "avg_batch"):
+                out[f"{step}_{key}"] = part[key]
+        out["avg_batch"] = out["classifier_avg_batch"]  # the model's batch, as on the tensor path
+        if "cpu" in after:
+            cores = noise.cores_between(before["cpu"], after["cpu"], after["t"] - before["t"])
+            out["server_cores"] = cores.get("tritonserver")
+            for step, model in self.steps.items():
+                out[f"{step}_cores"] = cores.get(model)
+        return out
+
+
+def infer_request(request: Request, output: str) -> tuple[bytes, dict[str, str]]:
     """Body and headers of a KServe v2 HTTP request with binary input and output tensors."""
-    tensor = sample.astype(np.float32).tobytes()
+    tensor = request.data
     header = json.dumps(
         {
             "inputs": [
                 {
-                    "name": spec.input_name,
-                    "shape": list(sample.shape),
-                    "datatype": "FP32",
+                    "name": request.input_name,
+                    "shape": list(request.array.shape),
+                    "datatype": request.datatype,
                     "parameters": {"binary_data_size": len(tensor)},
                 }
             ],
-            "outputs": [{"name": spec.output_name, "parameters": {"binary_data": True}}],
+            "outputs": [{"name": output, "parameters": {"binary_data": True}}],
         }
     ).encode()
     headers = {
@@ -134,7 +226,7 @@ class RawHTTPTarget:
 
     async def __aenter__(self) -> RawHTTPTarget:
         headers = {"Content-Type": "application/octet-stream"}
-        self.client = RawHTTPClient(self.url, self.body, headers)
+        self.client = RawHTTPClient(self.url, [(self.body, headers)])
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -255,7 +347,7 @@ async def _measure(target, load: Load, w: WindowConfig, max_inflight: int, seed:
     }
     (srv0, cpu0), (srv1, cpu1) = marks[-n - 1], marks[-1]
     if srv0 is not None and srv1 is not None:
-        point.update(triton_stats.split(srv0, srv1))
+        point.update(target.split(srv0, srv1))
     point["noise"] = noise.load_between(cpu0, cpu1)
     return point
 

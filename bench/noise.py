@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from serve.procs import stat_fields
+from serve.procs import stat_fields, stubs
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
@@ -92,3 +92,20 @@ def load_between(a: Sample, b: Sample) -> dict:
 
 def is_busy(load: dict, busy_cores: float) -> bool:
     return load["other_cores"] > busy_cores
+
+
+def cpu_by_model(server_pid: int) -> dict[str, int]:
+    """Jiffies a tritonserver used itself ("tritonserver": HTTP/gRPC, scheduling, ensembles)
+    and those of its Python backend stubs, summed by model: where a request's CPU went."""
+    own = stat_fields(server_pid)
+    out = {"tritonserver": _jiffies(own, children_too=False) if own else 0}
+    for stub in stubs(server_pid):
+        if (f := stat_fields(stub.pid)) is not None:
+            out[stub.model] = out.get(stub.model, 0) + _jiffies(f, children_too=False)
+    return out
+
+
+def cores_between(a: dict[str, int], b: dict[str, int], seconds: float) -> dict[str, float]:
+    """CPU cores each entry of two cpu_by_model() readings used in between."""
+    # a restarted stub starts from 0 again: clamp, rather than report negative use
+    return {k: round(max(b[k] - a.get(k, 0), 0) / CLOCK_TICKS / max(seconds, 1e-6), 3) for k in b}

@@ -42,7 +42,10 @@ def command(
     concurrency: int,
     batch: int,
     csv_path: Path,
+    input_data: Path | None = None,
 ) -> list[str]:
+    """`input_data`: a JSON file of real inputs (the raw path's encoded images, see
+    bench.images); without it, zeros of the spec's tensor shape."""
     shape = f"{spec.input_name}:{spec.channels},{spec.height},{spec.width}"
     window = ["--measurement-interval", str(cfg.measurement_ms),
               "--stability-percentage", str(cfg.stability_percentage),
@@ -51,6 +54,8 @@ def command(
     # Zeros, not "random": random FP32 bit patterns include NaN/Inf, which the backend
     # refuses; a conv net's cost does not depend on the values.
     data = ["--shape", shape, "--input-data", "zero"]
+    if input_data is not None:
+        data = ["--input-data", str(input_data)]
     return [str(binary(cfg)), "-m", model, "-u", url, "-i", protocol, *load, *window, *data,
             "-f", str(csv_path)]  # fmt: skip
 
@@ -109,6 +114,7 @@ def run(
     concurrency: int,
     batch: int,
     workdir: Path,
+    input_data: Path | None = None,
 ) -> dict:
     """One perf_analyzer point: `concurrency` requests of `batch` images each in flight.
 
@@ -120,7 +126,7 @@ def run(
     log.unlink(missing_ok=True)
     # Bounded: every trial is one window, plus start-up and the final pass.
     timeout = 60 + cfg.max_trials * cfg.measurement_ms / 1e3 * 3
-    cmd = command(cfg, url, protocol, model, spec, concurrency, batch, csv_path)
+    cmd = command(cfg, url, protocol, model, spec, concurrency, batch, csv_path, input_data)
     proc, cores = _attempt(cmd, timeout, log)
     stable = proc.returncode == 0
     if proc.returncode == UNSTABLE_EXIT:

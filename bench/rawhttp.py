@@ -72,13 +72,16 @@ class _Connection(asyncio.Protocol):
 
 
 class RawHTTPClient:
-    """POST one prebuilt request over a pool of kept-alive connections; `post()` returns the
-    response (head, body) or raises HTTPStatusError on a status other than 200."""
+    """POST prebuilt requests over a pool of kept-alive connections, in turn (several bodies:
+    the same images are not sent every time); `post()` returns the response (head, body) or
+    raises HTTPStatusError on a status other than 200."""
 
-    def __init__(self, url: str, body: bytes, headers: dict[str, str]):
+    def __init__(self, url: str, requests: list[tuple[bytes, dict[str, str]]]):
+        """`requests`: (body, headers) pairs, posted one after the other, round and round."""
         parts = urlsplit(url)
         self.host, self.port = parts.hostname, parts.port or 80
-        self.payload = request_bytes(url, body, headers)
+        self.payloads = [request_bytes(url, body, headers) for body, headers in requests]
+        self.posted = 0
         self.idle: list[_Connection] = []
         self.all: list[_Connection] = []
 
@@ -90,8 +93,10 @@ class RawHTTPClient:
 
     async def post(self) -> tuple[bytes, bytes]:
         conn = self.idle.pop() if self.idle else await self._connect()
+        payload = self.payloads[self.posted % len(self.payloads)]
+        self.posted += 1
         try:
-            head, body = await conn.exchange(self.payload)
+            head, body = await conn.exchange(payload)
         except BaseException:
             conn.transport.close()  # a half-read answer would poison the next request
             self.all.remove(conn)

@@ -18,6 +18,9 @@ from contract.atomic import atomic_write_text
 from serve.repository import config_text, read_config
 
 VARIANTS = ("fp32", "int8", "pruned", "pruned_int8")  # what optimize deploys for CPU
+# The parameter that holds a model instance's threads, per backend (NVIDIA's native backends
+# and ours read the same names); the engine a variant runs on is its config's backend.
+THREADS_PARAMETER = {"onnxruntime": "intra_op_thread_count", "openvino": "INFERENCE_NUM_THREADS"}
 
 
 class BenchRepoError(ValueError):
@@ -30,6 +33,28 @@ class Variant:
     model: str  # Triton model name, e.g. default_int8
     onnx: Path
     config: mc.ModelConfig
+
+    @property
+    def engine(self) -> str:
+        """The CPU engine serving it (onnxruntime, openvino): in-process baselines use it too."""
+        return engine(self.config)
+
+
+@dataclass
+class Ensemble:
+    """The ensemble `<model>` (encoded image bytes in) and the two models it chains."""
+
+    name: str
+    input_name: str  # BYTES, one encoded image per batch item
+    outputs: list[str]  # logits, probabilities
+    max_batch_size: int
+    preprocess: str  # <model>_preprocess, a Python model running contract.preprocess
+    preprocess_config: mc.ModelConfig
+    classifier: str  # the deployed classifier it feeds, e.g. default_pruned_int8
+
+
+def engine(config: mc.ModelConfig) -> str:
+    return config.backend or "onnxruntime"
 
 
 def families(repo: Path) -> list[str]:
@@ -75,14 +100,50 @@ def discover(repo: Path, model: str | None) -> tuple[str, ModelSpec, list[Varian
     return model, load_spec(spec_file), variants
 
 
+def find_ensemble(repo: Path, model: str) -> Ensemble | None:
+    """The ensemble named `model` in `repo` with its two steps, or None if there is none."""
+    folder = repo / model
+    if not (folder / "config.pbtxt").is_file():
+        return None
+    config = read_config(folder / "config.pbtxt")
+    steps = [s.model_name for s in config.ensemble_scheduling.step]
+    if config.platform != "ensemble" or len(steps) != 2 or len(config.input) != 1:
+        raise BenchRepoError(
+            f"{folder}: expected an ensemble of two steps (preprocess, classifier) taking one "
+            "input: bench measures the raw path through it"
+        )
+    if config.input[0].data_type != mc.TYPE_STRING:
+        raise BenchRepoError(f"{folder}: its input '{config.input[0].name}' is not TYPE_STRING")
+    preprocess, classifier = steps
+    if not (repo / preprocess / "config.pbtxt").is_file():
+        raise BenchRepoError(f"{folder}: its first step {preprocess} is not in {repo}")
+    return Ensemble(
+        name=model,
+        input_name=config.input[0].name,
+        outputs=[o.name for o in config.output],
+        max_batch_size=config.max_batch_size,
+        preprocess=preprocess,
+        preprocess_config=read_config(repo / preprocess / "config.pbtxt"),
+        classifier=classifier,
+    )
+
+
+def _parameter(config: mc.ModelConfig, name: str) -> int:
+    # `in` first: indexing a protobuf map adds the key, and the config would change on reading
+    return int(config.parameters[name].string_value or 1) if name in config.parameters else 1
+
+
+def _threads(config: mc.ModelConfig) -> int:
+    return _parameter(config, THREADS_PARAMETER.get(engine(config), "intra_op_thread_count"))
+
+
 def serving(config: mc.ModelConfig) -> dict:
     """The serving knobs of a config, as the report states them."""
-    params = config.parameters
     has_batching = config.HasField("dynamic_batching")
     return {
         "instances": sum(g.count or 1 for g in config.instance_group) or 1,
-        "intra_op_threads": int(params["intra_op_thread_count"].string_value or 1),
-        "inter_op_threads": int(params["inter_op_thread_count"].string_value or 1),
+        "intra_op_threads": _threads(config),
+        "inter_op_threads": _parameter(config, "inter_op_thread_count"),
         "dynamic_batching": has_batching,
         "max_queue_delay_us": (
             config.dynamic_batching.max_queue_delay_microseconds if has_batching else None
@@ -125,7 +186,8 @@ def variation(
         del out.instance_group[:]
         out.instance_group.add(count=instances, kind=mc.ModelInstanceGroup.KIND_CPU)
     if intra_op_threads is not None:
-        out.parameters["intra_op_thread_count"].string_value = str(intra_op_threads)
+        name = THREADS_PARAMETER.get(engine(out), "intra_op_thread_count")
+        out.parameters[name].string_value = str(intra_op_threads)
     return out
 
 

@@ -17,11 +17,20 @@ from pathlib import Path
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from bench import inprocess, model_analyzer, perf_analyzer, report
+from bench import inprocess, model_analyzer, perf_analyzer, replicas, report
 from bench.config import SECTIONS, BenchConfig, ConfigError, FastAPIShape, load
 from bench.fastapi_server import FastAPIServer
 from bench.loadgen import Load, RawHTTPTarget, TritonTarget, run_point
-from bench.repository import BenchRepoError, Variant, discover, serving, variation
+from bench.rawpath import RawPath
+from bench.repository import (
+    BenchRepoError,
+    Ensemble,
+    Variant,
+    discover,
+    find_ensemble,
+    serving,
+    variation,
+)
 from bench.search import KNOBS, ModelControl, search
 from bench.summary import find_point
 from contract import ModelSpec
@@ -31,7 +40,8 @@ from serve.errors import ServerError
 from serve.server import TritonServer, free_port, free_ports
 
 DEFAULT_CONFIG = Path("configs/bench.yaml")
-SERVED = ("sweep", "openloop", "variants", "dynbatch", "perf_analyzer", "search", "analyzer")
+SERVED = ("sweep", "raw", "openloop", "variants", "dynbatch", "perf_analyzer", "search",
+          "analyzer")  # fmt: skip
 
 
 class UsageError(ValueError):
@@ -91,8 +101,16 @@ def _machine() -> dict:
 
 
 class Bench:
-    def __init__(self, cfg: BenchConfig, model: str, spec: ModelSpec, variants: list[Variant]):
+    def __init__(
+        self,
+        cfg: BenchConfig,
+        model: str,
+        spec: ModelSpec,
+        variants: list[Variant],
+        ensemble: Ensemble | None = None,
+    ):
         self.cfg, self.model, self.spec, self.variants = cfg, model, spec, variants
+        self.ensemble = ensemble
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.out = Path(cfg.out) / stamp
         for n in range(2, 100):  # two runs in one second each get their own folder
@@ -112,9 +130,16 @@ class Bench:
             "points": [],
             "perf_analyzer": [],
             "search": None,
+            # the raw path (bench.rawpath): the ensemble, its answers checked, the in-process
+            # pipeline, perf_analyzer on it
+            "ensemble": None,
+            "raw_check": None,
+            "raw_inprocess": [],
+            "perf_analyzer_raw": [],
             "errors": {},
             "warnings": [],
         }
+        self.raw = RawPath(self, ensemble) if ensemble is not None else None
 
     def sample(self, batch: int) -> np.ndarray:
         """The request's input: `batch` images of the model's shape (values do not matter)."""
@@ -158,8 +183,10 @@ class Bench:
 
     def run_inprocess(self) -> None:
         checkpoint, spec_path = self._checkpoint()
-        onnx = {v.name: v.onnx for v in self.variants}
+        onnx = {v.name: (v.onnx, v.engine) for v in self.variants}
         case_list = inprocess.cases(onnx, self.spec, self.cfg.inprocess, checkpoint, spec_path)
+        if self.raw is not None:
+            case_list += self.raw.inprocess_cases()
         self.log(f"  {len(case_list)} cases under pytest-benchmark")
         rows = inprocess.run(case_list, self.cfg.inprocess, self.cfg.noise, self.out, self.log)
         self.results["inprocess"] = rows
@@ -168,6 +195,8 @@ class Bench:
                 f"  {r['variant']:<12} b{r['batch']:<3} t{r['threads']}: "
                 f"{r['median_ms']:8.3f} ms  {r['throughput']:9.0f}/s"
             )
+        if self.raw is not None:
+            self.raw.pipeline()
 
     # -- served -----------------------------------------------------------------------------
     def primary(self) -> Variant:
@@ -196,7 +225,7 @@ class Bench:
             seed=self.cfg.served.seed,
             log=self.log,
         )
-        p.update(tags, batch=batch, images_per_s=p["throughput"] * batch)
+        p.update({"path": "tensor", **tags}, batch=batch, images_per_s=p["throughput"] * batch)
         self.results["points"].append(p)
         split = (
             f", server queue {p['queue_ms']:.2f} + infer {p['compute_infer_ms']:.2f} ms"
@@ -225,6 +254,7 @@ class Bench:
             concurrency=c,
             config="deployed",
             batch=batch,
+            path="tensor",
         )
         if known is not None and section != "sweep":
             return known
@@ -246,7 +276,7 @@ class Bench:
         self.log(f"\n== starting tritonserver ({', '.join(v.model for v in self.variants)})")
         server = TritonServer(
             self.cfg.repo,
-            models=[v.model for v in self.variants],
+            models=self.served_models(),
             **ports,
             log_file=self.out / "tritonserver.log",
             ready_timeout=self.cfg.served.ready_timeout_s,
@@ -256,12 +286,22 @@ class Bench:
             self.results["primary"] = primary.name
             self.log(f"  primary variant: {primary.name} ({primary.model})")
             self.section("sweep", lambda: self.sweep(server, primary))
+            if self.raw is not None:
+                self.section("raw", lambda: self.raw.sweep(server))
             self.section("openloop", lambda: self.openloop(server, primary))
             self.section("variants", lambda: self.each_variant(server))
             self.section("dynbatch", lambda: self.dynbatch(server, primary))
             self.section("perf_analyzer", lambda: self.cross_check(server, primary))
             self.section("search", lambda: self.config_search(server, primary))
             self.section("analyzer", lambda: self.versus_analyzer(server, primary))
+
+    def served_models(self) -> list[str]:
+        """Every variant, and the ensemble with its preprocess model where there is one."""
+        models = [v.model for v in self.variants]
+        if self.ensemble is not None:
+            extra = [self.ensemble.preprocess, self.ensemble.classifier, self.ensemble.name]
+            models += [m for m in extra if m not in models]
+        return models
 
     def sweep(self, server, v: Variant) -> None:
         for c in self.cfg.served.concurrency:
@@ -286,6 +326,7 @@ class Bench:
             and p["load"] == "closed"
             and p["protocol"] == "http"
             and p["batch"] == 1
+            and p["path"] == "tensor"
         ]
         if not closed:
             closed = [
@@ -332,7 +373,10 @@ class Bench:
         points = [
             p
             for p in self.results["points"]
-            if p["variant"] == v.name and p["config"] == "deployed" and p["load"] == "closed"
+            if p["variant"] == v.name
+            and p["config"] == "deployed"
+            and p["load"] == "closed"
+            and p["path"] == "tensor"
         ]
         return max(points, key=lambda p: p["images_per_s"], default=None)
 
@@ -363,6 +407,8 @@ class Bench:
                 f"{'' if pa['stable'] else ' (perf_analyzer unstable)'}"
             )
         self.results["perf_analyzer"] = checks
+        if self.raw is not None:
+            self.raw.cross_check(server)
 
     def config_search(self, server, v: Variant) -> None:
         s = self.cfg.search
@@ -387,6 +433,8 @@ class Bench:
         finally:
             control.close()
         self.results["search"] = outcome
+        if self.raw is not None:
+            self.raw.search_preprocess(server, outcome, v)
         best = outcome["best"]
         if best is None:
             self.log(f"  no candidate met p99 <= {s.p99_ms} ms")
@@ -476,6 +524,7 @@ class Bench:
             self.results["errors"]["tritonserver"] = str(e).splitlines()[0]
             self.log(f"  tritonserver failed: {str(e).splitlines()[0]}")
         self.section("fastapi", self.run_fastapi)
+        self.section("replicas", lambda: replicas.run(self))
         atomic_write_json(self.out / "results.json", self.results)
         written = report.write(self.out, self.results)
         latest = link_latest(self.out)
@@ -516,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(argv)
         cfg = build_config(args)
         model, spec, variants = discover(Path(cfg.repo), cfg.model)
+        ensemble = find_ensemble(Path(cfg.repo), model)
     except (UsageError, ConfigError, BenchRepoError) as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 2
@@ -524,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C, so the servers this run started are stopped, not orphaned.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return Bench(cfg, model, spec, variants).run()
+        return Bench(cfg, model, spec, variants, ensemble).run()
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130

@@ -1,8 +1,10 @@
 """The issue's targets as ratios, each with what it compares, and the one-paragraph verdict.
 
 Every target is one function registered with `@target(...)` in TARGETS, together with its
-operator, threshold, meaning and the reason it is missed when it is. A key may hold `{c}`:
-the comparison concurrency (`served.compare_concurrency`) it was measured at.
+operator, threshold, meaning, the reason it is missed when it is, and what limits the figure
+on this machine's 2 cores. A key may hold `{c}`: the comparison concurrency
+(`served.compare_concurrency`) it was measured at. Served points carry `path`: "tensor"
+(float tensors to a classifier) or "raw" (encoded images to the ensemble, bench.rawpath).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Target:
     threshold: float | None
     meaning: str
     why_missed: str
+    limits: str  # what bounds the figure on 2 shared cores
     measure: Callable[[Facts], Figure]
 
     def goal(self) -> str:
@@ -68,13 +71,15 @@ class Target:
 TARGETS: dict[str, Target] = {}
 
 
-def target(key: str, op: str, threshold: float | None, meaning: str, why_missed: str = ""):
+def target(
+    key: str, op: str, threshold: float | None, meaning: str, why_missed: str = "", limits: str = ""
+):
     """Register the decorated function as the measurement of target `key`."""
 
     def register(fn: Callable[[Facts], Figure]) -> Callable[[Facts], Figure]:
         if key in TARGETS:
             raise ValueError(f"target {key!r} is registered twice")
-        TARGETS[key] = Target(key, op, threshold, meaning, why_missed, fn)
+        TARGETS[key] = Target(key, op, threshold, meaning, why_missed, limits, fn)
         return fn
 
     return register
@@ -119,7 +124,13 @@ def _best(items: list[dict], key: str = "images_per_s") -> dict | None:
 def _deployed_on(f: Facts) -> dict | None:
     """The primary variant's single-image HTTP point at the comparison concurrency."""
     return find_point(
-        f.points, variant=f.primary, protocol="http", concurrency=f.c, config="deployed", batch=1
+        f.points,
+        variant=f.primary,
+        protocol="http",
+        concurrency=f.c,
+        config="deployed",
+        batch=1,
+        path="tensor",
     )
 
 
@@ -148,9 +159,11 @@ def analyzer_pairs(points: list[dict]) -> list[tuple[dict, dict]]:
     "served best images/s / in-process best, same artifact",
     "each served request pays HTTP/gRPC, Triton's Python-backend IPC and the client on the "
     "same cores the model needs; requests of several images spread that cost",
+    limits="the per-request cost (HTTP parsing, the Python backend's IPC, the load generator) "
+    "shares the 2 cores with the model; 32-image requests reach near the in-process rate",
 )
 def _served_vs_inprocess(f: Facts) -> Figure:
-    best = _best(select(f.points, config="deployed", variant=f.primary))
+    best = _best(select(f.points, config="deployed", variant=f.primary, path="tensor"))
     top = _best(
         [r for r in f.rows if r["variant"] == f.primary and r["kind"] == "onnx"], "throughput"
     )
@@ -171,10 +184,17 @@ def _served_vs_inprocess(f: Facts) -> Figure:
     "served p50 at c1 - in-process batch-1 latency (ms)",
     "the per-request serving path, plus the dynamic batcher's wait (max_queue_delay) for a "
     "batch that never forms at concurrency 1",
+    limits="one request at a time: the HTTP round trip and two IPC hops, not the cores",
 )
 def _overhead_ms_c1(f: Facts) -> Figure:
     c1 = find_point(
-        f.points, variant=f.primary, protocol="http", concurrency=1, config="deployed", batch=1
+        f.points,
+        variant=f.primary,
+        protocol="http",
+        concurrency=1,
+        config="deployed",
+        batch=1,
+        path="tensor",
     )
     one, t1 = _inprocess(f.rows, f.primary, f.knobs.get("intra_op_threads", 1))
     b1 = next((r for r in one if r["batch"] == 1), None)
@@ -195,6 +215,8 @@ def _overhead_ms_c1(f: Facts) -> Figure:
     "dynamic batching on / off throughput at the comparison concurrency",
     "batching saves per-execution cost only; with a model this cheap the per-request cost "
     "(parsing, IPC, client) dominates either way",
+    limits="with batching off each request is its own execution; the 2 cores then spend more "
+    "of their time on per-execution work",
 )
 def _dynbatch_gain(f: Facts) -> Figure:
     on = _deployed_on(f)
@@ -215,6 +237,8 @@ def _dynbatch_gain(f: Facts) -> Figure:
     "Triton / the best FastAPI+ORT configuration with Triton's total threads, p99 no worse",
     "both servers spend most of a request outside the model on 2 cores; Triton's batching "
     "gain is eaten by its Python-backend IPC",
+    limits="both servers and the load generator share the 2 cores; FastAPI's Python request "
+    "handling is its ceiling",
 )
 def _triton_vs_fastapi(f: Facts) -> Figure:
     on = _deployed_on(f)
@@ -245,6 +269,7 @@ def _triton_vs_fastapi(f: Facts) -> Figure:
     "our throughput / perf_analyzer's at our best point",
     "the two clients differ in CPU cost (client cores beside each), and on 2 cores client CPU "
     "is server CPU lost",
+    limits="each client's own CPU (client cores) is taken from the server on 2 cores",
 )
 def _vs_perf_analyzer(f: Facts) -> Figure:
     checks = f.results.get("perf_analyzer") or []
@@ -271,7 +296,7 @@ def _eager_vs(f: Facts, batch1: bool) -> Figure:
     base = (
         next((r for r in eager if r["batch"] == 1), None) if batch1 else _best(eager, "throughput")
     )
-    served = _best(select(f.points, config="deployed"))
+    served = _best(select(f.points, config="deployed", path="tensor"))
     if not (base and served):
         return Figure(None, "needs the eager baseline (checkpoint) and served points")
     return Figure(
@@ -288,6 +313,8 @@ def _eager_vs(f: Facts, batch1: bool) -> Figure:
     10.0,
     "best served images/s / PyTorch eager FP32 at its own best batch",
     "eager here is already fast at this input size",
+    limits="the served figure's ceiling above (per-request cost); eager's is torch's "
+    "per-call overhead",
 )
 def _optimized_vs_eager(f: Facts) -> Figure:
     return _eager_vs(f, batch1=False)
@@ -312,6 +339,8 @@ def _optimized_vs_eager_batch1(f: Facts) -> Figure:
     f"generator in this run (lowest over the concurrencies), p99 no worse than "
     f"{ANALYZER_TOLERANCE:.0%} above its",
     "Model Analyzer's grid holds configurations ours did not try; see the search tables",
+    limits="configurations within noise of each other: other processes' load on the 2 cores "
+    "moves a figure more than a knob does",
 )
 def _search_vs_model_analyzer(f: Facts) -> Figure:
     pairs = analyzer_pairs(f.points)
@@ -327,6 +356,176 @@ def _search_vs_model_analyzer(f: Facts) -> Figure:
             for o, t in pairs
         ),
         p99_ok,
+    )
+
+
+# -- the raw path: encoded images to the ensemble (bench.rawpath) ----------------------------
+
+
+def _raw_variant(f: Facts) -> str | None:
+    """The classifier variant the ensemble feeds (the tensor path is compared on it)."""
+    return (f.results.get("ensemble") or {}).get("variant")
+
+
+def _per_image_ms(f: Facts, kind: str) -> float | None:
+    """Median ms per image of an in-process raw-path step (decode, preprocess)."""
+    row = next((r for r in f.rows if r["kind"] == kind), None)
+    return 1e3 / row["throughput"] if row else None
+
+
+def _raw_point(f: Facts, c: int, protocol: str = "http") -> dict | None:
+    return find_point(
+        f.points, path="raw", config="deployed", protocol=protocol, concurrency=c, batch=1
+    )
+
+
+def _shape(r: dict) -> str:
+    return f"{r['workers']} process(es) x {r['threads']} thread(s), batch {r['batch']}"
+
+
+@target(
+    "raw_vs_inprocess",
+    ">=",
+    0.80,
+    "best served raw-path images/s / in-process contract.preprocess + the deployed model on "
+    "the same images and cores (the best of 1 process at the model's best batch and threads, "
+    "and one process a core)",
+    "the raw path pays HTTP, the ensemble's two Python-backend IPC hops and the load generator "
+    "on the cores that decode; decoding itself is the same work either way",
+    limits="decoding: contract.preprocess is single-threaded Python per image, so the "
+    "preprocess instances (processes) and the in-process workers are what use both cores",
+)
+def _raw_vs_inprocess(f: Facts) -> Figure:
+    best = _best(select(f.points, path="raw", config="deployed"))
+    base = _best(f.results.get("raw_inprocess") or [])
+    if not (best and base):
+        return Figure(None, "needs the inprocess and raw sections and an ensemble")
+    others = "; ".join(
+        f"{_shape(r)}: {r['images_per_s']:.0f}" for r in f.results["raw_inprocess"] if r is not base
+    )
+    return Figure(
+        best["images_per_s"] / base["images_per_s"],
+        f"served {best['images_per_s']:.0f} images/s ({_where(best)}) vs in-process "
+        f"{base['images_per_s']:.0f} images/s ({_shape(base)}, {base['engine']})"
+        + (f"; in-process also {others}" if others else ""),
+    )
+
+
+@target(
+    "raw_overhead_ms_c1",
+    "<=",
+    1.5,
+    "raw-path p50 at c1 (HTTP, one encoded image) - (in-process contract.preprocess + the "
+    "model at batch 1), ms",
+    "a request crosses HTTP, the ensemble scheduler and two Python-backend IPC hops; each "
+    "copies the tensor between processes",
+    limits="one request at a time: latency of the serving path, not the cores",
+)
+def _raw_overhead_ms_c1(f: Facts) -> Figure:
+    c1 = _raw_point(f, 1)
+    variant = _raw_variant(f)
+    threads = (f.results["variants"].get(variant) or {}).get("intra_op_threads", 1)
+    one, t1 = _inprocess(f.rows, variant, threads)
+    b1 = next((r for r in one if r["batch"] == 1), None)
+    pre = _per_image_ms(f, "preprocess")
+    if not (c1 and b1 and pre is not None):
+        return Figure(None, "needs the raw section at c1 and inprocess (preprocess, batch 1)")
+    steps = ", ".join(
+        f"{step} queue {c1.get(f'{step}_queue_ms') or 0:.3f} + compute "
+        f"{c1.get(f'{step}_compute_infer_ms') or 0:.3f} ms"
+        for step in ("preprocess", "classifier")
+    )
+    return Figure(
+        c1["p50_ms"] - pre - b1["median_ms"],
+        f"served p50 {c1['p50_ms']:.3f} ms (HTTP c1) - (contract.preprocess {pre:.3f} ms + "
+        f"{variant} batch 1 {b1['median_ms']:.3f} ms, {t1} thread(s)); in the server: {steps}",
+    )
+
+
+@target(
+    "vs_perf_analyzer_raw",
+    "within",
+    0.10,
+    "our raw-path throughput / perf_analyzer's on the same ensemble and images (BYTES from "
+    "--input-data) at our best raw point",
+    "the two clients differ in CPU cost (client cores beside each)",
+    limits="each client's own CPU is taken from decoding on 2 cores",
+)
+def _vs_perf_analyzer_raw(f: Facts) -> Figure:
+    checks = f.results.get("perf_analyzer_raw") or []
+    pa = next((x for x in checks if x["best"]), None)
+    if not (pa and pa["images_per_s"] > 0):
+        return Figure(None, "needs the raw and perf_analyzer sections")
+    others = "; ".join(
+        f"at c{x['concurrency']} x{x['batch']}: {x['ours_images_per_s'] / x['images_per_s']:.2f}"
+        for x in checks
+        if x is not pa
+    )
+    return Figure(
+        pa["ours_images_per_s"] / pa["images_per_s"],
+        f"{pa['protocol']} c{pa['concurrency']} x{pa['batch']} images: ours "
+        f"{pa['ours_images_per_s']:.0f} vs perf_analyzer {pa['images_per_s']:.0f} images/s "
+        f"(client cores ours {pa['ours_client_cores']}, perf_analyzer {pa['client_cores']})"
+        + (f"; also {others}" if others else ""),
+    )
+
+
+@target(
+    "preprocess_vs_decode",
+    "<=",
+    2.0,
+    "in-process contract.preprocess / bare Pillow decode, per image, on the raw path's test "
+    "images (photo224: 224x224 JPEGs at model size)",
+    "the mode conversion, resize and normalisation around the decode cost more than it",
+    limits="one core, one image at a time: Pillow's decoder and numpy's arithmetic",
+)
+def _preprocess_vs_decode(f: Facts) -> Figure:
+    pre, decode = _per_image_ms(f, "preprocess"), _per_image_ms(f, "decode")
+    if pre is None or not decode:
+        return Figure(None, "needs the inprocess section and an ensemble's test images")
+    row = next(r for r in f.rows if r["kind"] == "preprocess")
+    return Figure(
+        pre / decode,
+        f"contract.preprocess {pre:.4f} ms vs Pillow decode {decode:.4f} ms per image, over "
+        f"{row['batch']} test images",
+    )
+
+
+@target(
+    "raw_vs_tensor_c{c}",
+    INFO,
+    None,
+    "raw-path requests/s / tensor-path requests/s on the same classifier, one image a request "
+    "over HTTP at the comparison concurrency (decoding is work the tensor path leaves to a "
+    "client elsewhere: not expected to be 1)",
+    limits="on 2 shared cores decoding takes the cores the classifier and the server need; "
+    "see the share the preprocess stubs used",
+)
+def _raw_vs_tensor(f: Facts) -> Figure:
+    raw = _raw_point(f, f.c)
+    variant = _raw_variant(f)
+    tensor = find_point(
+        f.points, path="tensor", config="deployed", protocol="http", concurrency=f.c, batch=1,
+        variant=variant,
+    )  # fmt: skip
+    if not (raw and tensor and tensor["throughput"] > 0):
+        return Figure(None, "needs the raw section (it measures the tensor point beside it)")
+    cores = f.results["machine"]["cores"]
+    decode = raw.get("preprocess_cores")
+    split = (
+        f"; on the raw path decoding (the preprocess stubs) used {decode:.2f} of the {cores} "
+        f"cores ({decode / cores:.0%}), the classifier's stubs "
+        f"{raw.get('classifier_cores') or 0:.2f}, "
+        f"tritonserver itself {raw.get('server_cores') or 0:.2f}, the load generator "
+        f"{raw['noise'].get('client_cores') or 0:.2f}; on the tensor path the server and client "
+        f"used {tensor['noise'].get('our_cores') or 0:.2f} cores in all"
+        if decode is not None
+        else ""
+    )
+    return Figure(
+        raw["throughput"] / tensor["throughput"],
+        f"c{f.c}: raw {raw['throughput']:.0f}/s p99 {raw['p99_ms']:.2f} ms vs tensor "
+        f"{tensor['throughput']:.0f}/s p99 {tensor['p99_ms']:.2f} ms ({variant}){split}",
     )
 
 
@@ -412,7 +611,7 @@ def noise_summary(results: dict) -> dict:
 def verdict(results: dict, tgts: dict) -> str:
     """One paragraph: the headline, where the time goes, what limits each missed target."""
     f = facts(results)
-    deployed = select(f.points, config="deployed")
+    deployed = select(f.points, config="deployed", path="tensor")
     if not deployed:
         return "No served measurement was made, so there is no verdict on serving."
     best = _best(deployed)

@@ -1,7 +1,9 @@
 """In-process baselines as pytest-benchmark cases; `bench.inprocess` runs this file.
 
 Not a unit test: it is collected only when run explicitly with BENCH_INPROCESS_CASES set to a
-JSON file of cases ({id, kind: onnx|eager, path, variant, batch, threads, shape}).
+JSON file of cases ({id, kind: onnx|eager|decode|preprocess, variant, batch, threads, and
+path, engine and shape for models; files and spec_path for the raw path's decode and
+preprocess, one call going through all `batch` files}).
 """
 
 from __future__ import annotations
@@ -19,19 +21,49 @@ CASES_ENV = "BENCH_INPROCESS_CASES"
 CASES = json.loads(Path(os.environ[CASES_ENV]).read_text()) if os.environ.get(CASES_ENV) else []
 
 
-def _onnx_runner(case: dict, x: np.ndarray):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = case["threads"]
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    session = ort.InferenceSession(case["path"], opts, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda: session.run(None, {name: x})
+def _images(case: dict) -> np.ndarray:
+    x = np.random.default_rng(0).standard_normal((case["batch"], *case["shape"]))
+    return x.astype(np.float32)
 
 
-def _eager_runner(case: dict, x: np.ndarray):
+def _onnx_runner(case: dict):
+    # On the engine the variant is deployed with, set up as the server sets it up.
+    from optimize.evaluate import runner
+
+    run = runner(Path(case["path"]), case["threads"], case["engine"])
+    x = _images(case)
+    return lambda: run(x)
+
+
+def _decode_runner(case: dict):
+    """Bare Pillow decode of every file (no mode conversion, resize or arithmetic)."""
+    import io
+
+    from PIL import Image
+
+    data = [Path(f).read_bytes() for f in case["files"]]
+
+    def run():
+        for d in data:
+            Image.open(io.BytesIO(d)).load()
+
+    return run
+
+
+def _preprocess_runner(case: dict):
+    """contract.preprocess on every file's encoded bytes, as the server's preprocess model."""
+    from contract import load_spec, preprocess
+
+    spec, data = load_spec(case["spec_path"]), [Path(f).read_bytes() for f in case["files"]]
+
+    def run():
+        for d in data:
+            preprocess(d, spec)
+
+    return run
+
+
+def _eager_runner(case: dict):
     import torch
 
     from contract import load_spec
@@ -42,7 +74,7 @@ def _eager_runner(case: dict, x: np.ndarray):
     case["threads"] = torch.get_num_threads()  # state what "default" meant on this machine
     model = model_from_checkpoint(read_checkpoint(case["path"]), load_spec(case["spec_path"]))
     model.eval()
-    tensor = torch.from_numpy(x)
+    tensor = torch.from_numpy(_images(case))
 
     def run():
         with torch.inference_mode():
@@ -51,13 +83,18 @@ def _eager_runner(case: dict, x: np.ndarray):
     return run
 
 
+RUNNERS = {
+    "onnx": _onnx_runner,
+    "eager": _eager_runner,
+    "decode": _decode_runner,
+    "preprocess": _preprocess_runner,
+}
+
+
 @pytest.mark.skipif(not CASES, reason=f"run through `python -m bench` ({CASES_ENV} unset)")
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
 def test_inprocess(benchmark, case):
-    x = np.random.default_rng(0).standard_normal((case["batch"], *case["shape"]))
-    x = x.astype(np.float32)
-    make = _eager_runner if case["kind"] == "eager" else _onnx_runner
-    run = make(case, x)
+    run = RUNNERS[case["kind"]](case)
     run()  # first call pays for allocations and lazy initialisation
     before = noise.sample()
     benchmark(run)

@@ -106,12 +106,16 @@ def _train_config(run: Path):
         raise ClientError(f"{checkpoint}: no usable training config ({e})") from None
 
 
-def test_split(args: argparse.Namespace, report: dict, spec: ModelSpec) -> tuple[Path, list, list]:
+def test_split(
+    run: Path, data: str | Path | None, report: dict, spec: ModelSpec
+) -> tuple[Path, list, list]:
+    """(root, files, labels) of the run's test split; `data` overrides the folder it came from.
+    bench reads the raw path's images from here too."""
     from train.data import DataError, scan_folder
 
-    train_cfg = _train_config(args.run)
+    train_cfg = _train_config(run)
     report_root = (report.get("config") or {}).get("data", {}).get("root")
-    root = Path(args.data or report_root or train_cfg.data.root)
+    root = Path(data or report_root or train_cfg.data.root)
     try:
         scan = scan_folder(replace(train_cfg.data, root=str(root)), train_cfg.seed)
     except DataError as e:
@@ -125,7 +129,7 @@ def test_split(args: argparse.Namespace, report: dict, spec: ModelSpec) -> tuple
 
 
 def load_sample(args: argparse.Namespace, report: dict, spec: ModelSpec) -> Sample:
-    root, files, labels = test_split(args, report, spec)
+    root, files, labels = test_split(args.run, args.data, report, spec)
     chosen = range(len(files))
     if args.limit < len(files):
         chosen = sorted(random.Random(args.seed).sample(chosen, args.limit))

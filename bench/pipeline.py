@@ -1,0 +1,123 @@
+"""In-process baseline of the raw path: what a program without a server does with encoded
+images, contract.preprocess on each, then the deployed model (on its engine) on the batch.
+
+Measured as throughput, with `workers` processes doing it at once (each its own model session
+of `threads` threads), so the baseline may use the same cores the server uses: the best of
+1 process x the model's best threads and one process a core x 1 thread is compared, as the
+FastAPI baseline is given Triton's resources. The processes start together after warming up;
+a measurement whose other-process load was high is redone, and the quietest is kept.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from bench import noise
+from bench.config import NoiseConfig
+
+START_TIMEOUT_S = 300.0  # spawning, importing the engines and compiling the model
+WARMUP_STEPS = 3
+
+
+class PipelineError(RuntimeError):
+    pass
+
+
+def _worker(model, engine, spec_path, files, batch, threads, seconds, barrier, results) -> None:
+    from contract import load_spec, preprocess
+    from optimize.evaluate import runner
+
+    spec, run = load_spec(spec_path), runner(Path(model), threads, engine)
+    images = [Path(f).read_bytes() for f in files]
+
+    def step(i: int) -> None:
+        chosen = (images[(i * batch + j) % len(images)] for j in range(batch))
+        run(np.stack([preprocess(data, spec) for data in chosen]))
+
+    for i in range(WARMUP_STEPS):
+        step(i)
+    barrier.wait(START_TIMEOUT_S)
+    times, begin = [], time.perf_counter()
+    while time.perf_counter() - begin < seconds:
+        t = time.perf_counter()
+        step(len(times))
+        times.append(time.perf_counter() - t)
+    results.put({"images": len(times) * batch, "seconds": time.perf_counter() - begin,
+                 "batch_ms": statistics.median(times) * 1e3})  # fmt: skip
+
+
+def _once(shape: dict, files: list[Path], spec_path: Path, seconds: float) -> dict:
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no state from the parent
+    barrier, results = ctx.Barrier(shape["workers"] + 1), ctx.Queue()
+    args = (str(shape["model"]), shape["engine"], str(spec_path), [str(f) for f in files],
+            shape["batch"], shape["threads"], seconds, barrier, results)  # fmt: skip
+    procs = [ctx.Process(target=_worker, args=args, daemon=True) for _ in range(shape["workers"])]
+    for p in procs:
+        p.start()
+    try:
+        barrier.wait(START_TIMEOUT_S)
+        before = noise.sample()
+        done = [results.get(timeout=seconds + START_TIMEOUT_S) for _ in procs]
+        after = noise.sample()
+    except Exception as e:  # a worker that died leaves the barrier broken or the queue empty
+        raise PipelineError(f"in-process pipeline {_label(shape)} failed: {e!r}") from None
+    finally:
+        for p in procs:
+            p.join(5)
+            if p.is_alive():
+                p.kill()
+    return {
+        "images_per_s": sum(d["images"] / d["seconds"] for d in done),
+        "batch_ms": statistics.median(d["batch_ms"] for d in done),
+        "noise": noise.load_between(before, after),
+    }
+
+
+def _label(shape: dict) -> str:
+    return f"{shape['workers']} process(es) x {shape['threads']} thread(s), batch {shape['batch']}"
+
+
+def shapes(model: Path, engine: str, batch: int, threads: int, cores: int) -> list[dict]:
+    """1 process at the model's best (batch, threads), and one process a core x 1 thread."""
+    base = {"model": str(model), "engine": engine, "batch": batch}
+    out = [{**base, "workers": 1, "threads": threads}]
+    if cores > 1:
+        out.append({**base, "workers": cores, "threads": 1})
+    return out
+
+
+def measure(
+    shape_list: list[dict],
+    files: list[Path],
+    spec_path: Path,
+    seconds: float,
+    guard: NoiseConfig,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """images/s of each shape, quietest of up to 1 + guard.retries attempts."""
+    rows = []
+    for shape in shape_list:
+        attempts = []
+        for _ in range(guard.retries + 1):
+            attempts.append(_once(shape, files, spec_path, seconds))
+            if not noise.is_busy(attempts[-1]["noise"], guard.busy_cores):
+                break
+            log(
+                f"  warning: in-process pipeline {_label(shape)}: other processes used "
+                f"{attempts[-1]['noise']['other_cores']:.2f} cores; retrying"
+            )
+        best = min(attempts, key=lambda a: a["noise"]["other_cores"])
+        row = {**shape, **best, "attempts": len(attempts)}
+        row["busy"] = noise.is_busy(row["noise"], guard.busy_cores)
+        rows.append(row)
+        log(
+            f"  pipeline {_label(shape)} ({shape['engine']}): {row['images_per_s']:.0f} images/s, "
+            f"{row['batch_ms']:.2f} ms a batch"
+        )
+    return rows
