@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from bench.stats import PERCENTILE_RULE  # noqa: E402
 from bench.summary import (  # noqa: E402
+    TARGETS,
     analyzer_pairs,
     fastapi_baseline,
     noise_summary,
@@ -25,12 +26,16 @@ from contract.atomic import atomic_write_json, atomic_write_text, staged_file  #
 
 # fmt: off
 POINT_COLUMNS = (
-    "section", "variant", "protocol", "config", "load", "concurrency", "rate", "batch",
+    "section", "path", "variant", "protocol", "config", "replicas", "preprocess_instances",
+    "load", "concurrency", "rate", "batch",
     "throughput", "images_per_s", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms",
     "requests", "errors", "dropped", "stable",
     "windows", "server_ms", "queue_ms", "compute_input_ms", "compute_infer_ms",
     "compute_output_ms", "avg_batch", "other_cores", "our_cores", "client_cores", "busy",
     "attempts", "workers", "threads",
+    "preprocess_queue_ms", "preprocess_compute_infer_ms", "preprocess_avg_batch",
+    "classifier_queue_ms", "classifier_compute_infer_ms", "classifier_avg_batch",
+    "preprocess_cores", "classifier_cores", "server_cores",
 )
 INPROCESS_COLUMNS = (
     "variant", "kind", "batch", "threads", "median_ms", "mean_ms", "stddev_ms", "rounds",
@@ -147,6 +152,56 @@ SEARCH_COLUMNS = (
     Col("errors", "errors"),
     Col("accepts largest", "accepts_largest"),
     Col("best", "best"),
+)
+# A raw-path point: where its time and CPU went, step by step (bench.loadgen.EnsembleTarget).
+RAW_STATS = (
+    Col("req/s", "throughput", "{:.1f}"),
+    Col("img/s", "images_per_s", "{:.0f}"),
+    Col("p50", "p50_ms"),
+    Col("p99 ms", "p99_ms"),
+    Col("errors", "errors"),
+    Col("pre queue", "preprocess_queue_ms"),
+    Col("pre infer ms", "preprocess_compute_infer_ms"),
+    Col("pre batch", "preprocess_avg_batch"),
+    Col("cls queue", "classifier_queue_ms"),
+    Col("cls infer ms", "classifier_compute_infer_ms"),
+    Col("cls batch", "classifier_avg_batch"),
+    Col("decode cores", "preprocess_cores"),
+    Col("cls cores", "classifier_cores"),
+    Col("triton cores", "server_cores"),
+    Col("client cores", lambda p: p["noise"].get("client_cores")),
+    Col("other cores", lambda p: p["noise"]["other_cores"]),
+    Col("stable", "stable"),
+)
+PIPELINE_COLUMNS = (
+    Col("processes", "workers"),
+    Col("threads each", "threads"),
+    Col("batch", "batch"),
+    Col("engine", "engine"),
+    Col("images/s", "images_per_s", "{:.0f}"),
+    Col("ms a batch", "batch_ms"),
+    Col("other cores", lambda r: r["noise"]["other_cores"]),
+)
+PREPROCESS_SEARCH_COLUMNS = (
+    Col("preprocess instances", "preprocess_instances"),
+    Col("req/s", "throughput", "{:.1f}"),
+    Col("p50", "p50_ms"),
+    Col("p99 ms", "p99_ms"),
+    Col("errors", "errors"),
+    Col("decode cores", "decode_cores"),
+    Col("best", "best"),
+)
+REPLICA_COLUMNS = (
+    Col("replicas", "replicas"),
+    Col("path", "path"),
+    Col("c", "concurrency"),
+    Col("req/s", "throughput", "{:.1f}"),
+    Col("p50", "p50_ms"),
+    Col("p99 ms", "p99_ms"),
+    Col("errors", "errors"),
+    Col("our cores", lambda p: p["noise"].get("our_cores")),
+    Col("other cores", lambda p: p["noise"]["other_cores"]),
+    Col("vs 1 replica", "vs_one", "{:.2f}"),
 )
 HEADLINE_BEST_COLUMNS = (
     Col("", "label"),
@@ -278,20 +333,34 @@ def _header(r: Run) -> list[str]:
 
 
 def _targets(r: Run) -> list[str]:
-    return ["## Targets", "", *_table(TARGET_COLUMNS, _target_rows(r.tgts))]
+    limits = [f"- `{t.key.format(c=r.c)}`: {t.limits}" for t in TARGETS.values() if t.limits]
+    return [
+        "## Targets",
+        "",
+        *_table(TARGET_COLUMNS, _target_rows(r.tgts)),
+        "What limits each figure on these cores:",
+        "",
+        *limits,
+        "",
+    ]
 
 
 def _verdict(r: Run) -> list[str]:
     return ["## Verdict", "", r.text, ""]
 
 
+def _models(rows: list[dict]) -> list[dict]:
+    """In-process rows of models (ONNX variants, eager), not the raw path's per-image steps."""
+    return [r for r in rows if r["kind"] in ("onnx", "eager")]
+
+
 def _inprocess(r: Run) -> list[str]:
-    if not r.results["inprocess"]:
+    if not _models(r.results["inprocess"]):
         return []
     return [
         "## In-process baselines (pytest-benchmark, median per call)",
         "",
-        *_inprocess_table(r.results["inprocess"]),
+        *_inprocess_table(_models(r.results["inprocess"])),
         "![in-process](inprocess.png)",
         "",
     ]
@@ -330,7 +399,9 @@ def _openloop(r: Run) -> list[str]:
 
 
 def _variants(r: Run) -> list[str]:
-    points = select(r.points, config="deployed", protocol="http", load="closed", batch=1)
+    points = select(
+        r.points, config="deployed", protocol="http", load="closed", batch=1, path="tensor"
+    )
     if not {p["variant"] for p in points} - {r.primary}:
         return []
     return [
@@ -352,7 +423,9 @@ def _server_label(p: dict) -> str:
 def _side_by_side(r: Run) -> list[str]:
     compare = [
         p
-        for p in select(r.points, concurrency=r.c, load="closed", variant=r.primary, batch=1)
+        for p in select(
+            r.points, concurrency=r.c, load="closed", variant=r.primary, batch=1, path="tensor"
+        )
         if p["config"] in ("deployed", "no_dynamic_batching", "fastapi")
     ]
     latest = {(_server_label(p), p["protocol"]): p for p in compare}  # the last of each
@@ -384,6 +457,63 @@ def _side_by_side(r: Run) -> list[str]:
     return lines
 
 
+def _raw_path(r: Run) -> list[str]:
+    e = r.results.get("ensemble")
+    points = select(r.points, path="raw", config="deployed", load="closed")
+    if not e or not (points or r.results.get("raw_inprocess")):
+        return []
+    lines = [
+        f"## The raw path: encoded images to `{e['name']}`",
+        "",
+        f"The ensemble `{e['name']}` runs `{e['preprocess']}` ({e['preprocess_instances']} "
+        f"instance(s), contract.preprocess in Triton's Python backend) then `{e['classifier']}` "
+        f"({e['engine']}). Requests cycle through {len(e.get('images', []))} test images of the "
+        "run (`results.json` lists them). Per step: queue and compute ms a request, the batch it "
+        "ran at, and the CPU cores its processes used (`pre`: the preprocess stubs, i.e. decoding; "
+        "`cls`: the classifier's stubs; `triton`: tritonserver's own threads: HTTP/gRPC, the "
+        "ensemble scheduler).",
+        "",
+    ]
+    check = r.results.get("raw_check")
+    if check:
+        verdict = "agree" if check["ok"] else "**DIFFER**"
+        lines += [
+            f"Answers checked before timing: {check['top1_agree']}/{check['images']} top-1 equal "
+            f"to contract.preprocess + the model in-process ({check['engine']}), max |logit "
+            f"difference| {check['max_abs_logit_diff']:.2e} (tolerance {check['tolerance']}): "
+            f"{verdict}.",
+            "",
+        ]
+    if points:
+        where = (Col("protocol", "protocol"), Col("img/req", "batch"), Col("c", "concurrency"))
+        lines += _table([*where, *RAW_STATS], points)
+    rows = r.results["inprocess"]
+    steps = {k: next((x for x in rows if x["kind"] == k), None) for k in ("decode", "preprocess")}
+    if all(steps.values()):
+        lines += [
+            f"In-process, per image over the same test images (one core): bare Pillow decode "
+            f"{1e3 / steps['decode']['throughput']:.4f} ms, contract.preprocess "
+            f"{1e3 / steps['preprocess']['throughput']:.4f} ms.",
+            "",
+        ]
+    if r.results.get("raw_inprocess"):
+        lines += [
+            "In-process pipeline (contract.preprocess on each image, then the model on the "
+            "batch), in N processes at once on these cores:",
+            "",
+            *_table(PIPELINE_COLUMNS, r.results["raw_inprocess"]),
+        ]
+    checks = r.results.get("perf_analyzer_raw") or []
+    if checks:
+        lines += [
+            "perf_analyzer on the ensemble with the same images (BYTES `--input-data`, "
+            "`perf_analyzer_raw_input.json`), beside ours:",
+            "",
+            *_table(CROSS_CHECK_COLUMNS, _cross_check_rows(checks)),
+        ]
+    return lines
+
+
 def _search(r: Run) -> list[str]:
     s = r.results.get("search")
     if not s:
@@ -405,6 +535,49 @@ def _search(r: Run) -> list[str]:
         "",
         "![search](search.png)",
         "",
+        *_search_preprocess(s.get("preprocess")),
+    ]
+
+
+def _search_preprocess(pre: dict | None) -> list[str]:
+    if not pre:
+        return []
+    rows = [{**c, "best": c is pre["best"] or c == pre["best"]} for c in pre["candidates"]]
+    applied = (
+        f"Written to `{pre['applied']}`."
+        if pre["applied"]
+        else "Not applied (`--apply` writes it)."
+    )
+    return [
+        f"Then `{pre['model']}`'s instance count, through the ensemble (raw path, one image a "
+        f"request) with the classifier at {knobs_text(pre['classifier'])}; deployed: "
+        f"{pre['deployed']} instance(s). {applied}",
+        "",
+        *_table(PREPROCESS_SEARCH_COLUMNS, rows),
+    ]
+
+
+def _replicas(r: Run) -> list[str]:
+    points = select(r.points, section="replicas")
+    if not points:
+        return []
+    one = {(p["path"], p["concurrency"]): p for p in points if p["replicas"] == 1}
+    rows = []
+    for p in points:
+        base = one.get((p["path"], p["concurrency"]))
+        rows.append({**p, "vs_one": p["throughput"] / base["throughput"] if base else None})
+    return [
+        f"## Replicas on the same {r.results['machine']['cores']} cores",
+        "",
+        "N tritonservers over the same repository (`serve.replicas`), each request sent to the "
+        "next replica in turn, one image a request over HTTP. On one machine the replicas "
+        "share its cores, so this shows the cost of running N servers, not a gain: their "
+        "threads, stubs and batchers compete for the same cores, and each replica's batches "
+        "are smaller. On N machines each replica has its own cores: predict N x the 1-replica "
+        "figure (less what a load balancer and the network add, not measured here), as long "
+        "as the clients scale too.",
+        "",
+        *_table(REPLICA_COLUMNS, rows),
     ]
 
 
@@ -487,8 +660,10 @@ SECTIONS = (
     _openloop,
     _variants,
     _side_by_side,
+    _raw_path,
     _search,
     _analyzer,
+    _replicas,
     _noise,
     _warnings,
     _raw,
@@ -503,8 +678,9 @@ def markdown(results: dict, tgts: dict, text: str) -> str:
 def _best_per_variant(results: dict) -> list[dict]:
     best: dict[str, dict] = {}
     for p in select(results["points"], config="deployed"):
-        if p["images_per_s"] > best.get(p["variant"], {}).get("images_per_s", -1):
-            best[p["variant"]] = p
+        name = p["variant"] if p["path"] == "tensor" else f"{results['model']} (raw path)"
+        if p["images_per_s"] > best.get(name, {}).get("images_per_s", -1):
+            best[name] = p
     rows = []
     eager = next(
         (r for r in results["inprocess"] if r["kind"] == "eager" and r["batch"] == 1), None
@@ -547,17 +723,16 @@ def plot_latency_throughput(results: dict, path: Path) -> Path | None:
     if not points:
         return None
     fig, ax = plt.subplots(figsize=(8, 5))
-    series = sorted({(p["variant"], p["protocol"], p["batch"]) for p in points})
-    for variant, protocol, batch in series:
-        ps = sorted(
-            (
-                p
-                for p in points
-                if (p["variant"], p["protocol"], p["batch"]) == (variant, protocol, batch)
-            ),
-            key=lambda p: p["concurrency"],
+
+    def key(p: dict) -> tuple:
+        return p["path"], p["variant"], p["protocol"], p["batch"]
+
+    for series in sorted({key(p) for p in points}):
+        kind, variant, protocol, batch = series
+        ps = sorted((p for p in points if key(p) == series), key=lambda p: p["concurrency"])
+        name = (f"raw {protocol}" if kind == "raw" else f"{variant} {protocol}") + (
+            f" x{batch}" if batch > 1 else ""
         )
-        name = f"{variant} {protocol}" + (f" x{batch}" if batch > 1 else "")
         x = [p["images_per_s"] for p in ps]
         (line,) = ax.plot(x, [p["p50_ms"] for p in ps], "o-", label=f"{name} p50")
         ax.plot(x, [p["p99_ms"] for p in ps], "x--", color=line.get_color(), label=f"{name} p99")
@@ -591,7 +766,12 @@ def plot_percentiles(results: dict, path: Path) -> Path | None:
     c = results["config"]["served"]["compare_concurrency"]
     bars = {}
     for p in results["points"]:
-        if p["load"] == "closed" and p["concurrency"] == c and p["batch"] == 1:
+        if (
+            p["load"] == "closed"
+            and p["concurrency"] == c
+            and p["batch"] == 1
+            and p["path"] == "tensor"
+        ):
             label = {"deployed": "", "no_dynamic_batching": " no-dynbatch"}
             if p["config"] == "fastapi":
                 label["fastapi"] = f" FastAPI {p.get('workers', 1)}x{p.get('threads')}"
@@ -617,7 +797,7 @@ def plot_percentiles(results: dict, path: Path) -> Path | None:
 
 
 def plot_inprocess(results: dict, path: Path) -> Path | None:
-    rows = results["inprocess"]
+    rows = _models(results["inprocess"])
     if not rows:
         return None
     keys = sorted({(r["variant"], r["threads"]) for r in rows}, key=lambda k: (k[1], k[0]))
@@ -657,6 +837,7 @@ def plot_server_split(results: dict, path: Path) -> Path | None:
             p
             for p in results["points"]
             if p["section"] == "sweep"
+            and p["path"] == "tensor"
             and p["protocol"] == "http"
             and p["batch"] == 1
             and p.get("server_ms") is not None

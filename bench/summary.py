@@ -628,6 +628,12 @@ def verdict(results: dict, tgts: dict) -> str:
             f"({single['variant']}, {_where(single)}, p99 {single['p99_ms']:.2f} ms)"
         )
     parts.append(".")
+    raw = _best(select(f.points, path="raw", config="deployed"))
+    if raw is not None:
+        parts.append(
+            f" Through the ensemble with encoded test images (the path users call) the best is "
+            f"{raw['images_per_s']:.0f} images/s ({_where(raw)}, p99 {raw['p99_ms']:.2f} ms)."
+        )
     if on and on.get("server_ms") is not None:
         parts.append(
             f" For {f.primary} over HTTP at c{f.c}, a request takes {on['mean_ms']:.2f} ms on "

@@ -35,14 +35,20 @@ def build_run_and_repo(root: Path, variants=("fp32", "int8")) -> tuple[Path, Pat
     """
     import torch
 
+    from contract.config import to_dict
     from train.checkpoint import save_checkpoint
+    from train.config import TrainConfig
     from train.models import create_model
 
     torch.manual_seed(0)
     net = create_model(SPEC.arch, SPEC.num_classes, SPEC.channels).eval()
     run = root / "runs" / MODEL
     run.mkdir(parents=True)
-    save_checkpoint(run / "checkpoint.pt", {"arch": SPEC.arch, "state_dict": net.state_dict()})
+    config = to_dict(TrainConfig(name=MODEL))  # as train saves it: the data split comes from it
+    save_checkpoint(
+        run / "checkpoint.pt",
+        {"arch": SPEC.arch, "state_dict": net.state_dict(), "config": config},
+    )
     save_spec(SPEC, run / "model_spec.json")
     onnx = export_onnx(net, run / "model.onnx")
     repo = root / "model_repository"
@@ -55,3 +61,28 @@ def build_run_and_repo(root: Path, variants=("fp32", "int8")) -> tuple[Path, Pat
     report = {"best_cpu_variant": {"name": variants[-1]}}
     (run / "optimize_report.json").write_text(json.dumps(report))
     return run, repo
+
+
+def add_raw_path(root: Path, run: Path, repo: Path, classifier: str = f"{MODEL}_int8") -> Path:
+    """The ensemble `tiny` over `classifier`, and a pre-split image folder (PNGs of several
+    sizes and modes) that the run's optimize report names: the raw path's test images."""
+    import numpy as np
+    from PIL import Image
+
+    from serve.repository import add_preprocess_and_ensemble
+
+    data = root / "images"
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", 1), ("test", 2)):
+        for c, label in enumerate(SPEC.labels):
+            (data / split / label).mkdir(parents=True)
+            for i in range(per_class):
+                size = (28, 40, 64)[(c + i) % 3]
+                mode = "L" if (c + i) % 2 else "RGB"
+                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).convert(mode).save(data / split / label / f"{i}.png")
+    add_preprocess_and_ensemble(repo, SPEC, classifier, max_batch_size=32, instances=1)
+    report = json.loads((run / "optimize_report.json").read_text())
+    report["config"] = {"data": {"root": str(data)}}
+    (run / "optimize_report.json").write_text(json.dumps(report))
+    return data

@@ -16,7 +16,7 @@ def _point(variant="pruned_int8", c=16, batch=1, rps=1000.0, config="deployed", 
         "section": "sweep", "variant": variant, "protocol": "http", "config": config,
         "load": "closed", "concurrency": c, "rate": None, "batch": batch, "throughput": rps,
         "images_per_s": rps * batch, "p50_ms": 2.0, "p99_ms": 5.0, "mean_ms": 2.5,
-        "noise": {"client_cores": 0.1, "other_cores": 0.0}, **extra,
+        "noise": {"client_cores": 0.1, "other_cores": 0.0}, "path": "tensor", **extra,
     }  # fmt: skip
 
 

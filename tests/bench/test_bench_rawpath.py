@@ -1,0 +1,84 @@
+"""A short real raw-path sweep (what CI runs): encoded test images through the ensemble of a
+tiny repository, HTTP and gRPC, single images and a client batch, beside the tensor path;
+perf_analyzer with BYTES input; the in-process baselines. Plumbing and answers, never speed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from bench_helpers import MODEL, add_raw_path, build_run_and_repo
+
+from bench.run import main
+
+pytestmark = pytest.mark.slow
+SHORT = ["windows.warmup_s=0.1", "windows.window_s=0.2", "windows.max_s=0.6", "noise.retries=0"]
+
+
+@pytest.fixture(scope="module")
+def raw_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("raw")
+    run, repo = build_run_and_repo(root)
+    add_raw_path(root, run, repo)
+    out = root / "results"
+    code = main(
+        ["--repo", str(repo), "--run", str(run), "--out", str(out),
+         "--sections", "inprocess,raw,perf_analyzer", *SHORT,
+         "inprocess.batch_sizes=[1,4]", "inprocess.threads=[1]", "inprocess.eager=false",
+         "inprocess.min_rounds=2", "inprocess.max_time_s=0.02", "inprocess.warmup_iterations=1",
+         "served.compare_concurrency=4", "raw.images=12", "raw.check_images=12",
+         "raw.concurrency=[1,4]", "raw.grpc_concurrency=[2]", "raw.client_batches=[4]",
+         "raw.batch_concurrency=[1]", "raw.pipeline_s=0.3",
+         "perf_analyzer.measurement_ms=300", "perf_analyzer.max_trials=3"]
+    )  # fmt: skip
+    latest = out / "latest"
+    results = json.loads((latest / "results.json").read_text())
+    return code, results, json.loads((latest / "summary.json").read_text()), latest
+
+
+def test_every_raw_point_is_measured_without_errors(raw_run):
+    code, results, _, _ = raw_run
+    assert code == 0 and results["errors"] == {}, results["errors"]
+    raw = [p for p in results["points"] if p["path"] == "raw"]
+    assert {(p["protocol"], p["concurrency"], p["batch"]) for p in raw} >= {
+        ("http", 1, 1), ("http", 4, 1), ("grpc", 2, 1), ("http", 1, 4),
+    }  # fmt: skip
+    for p in raw:
+        assert p["requests"] > 0 and p["errors"] == 0 and p["target"].startswith("ensemble")
+        # each step of the ensemble ran, and its processes' CPU was read
+        assert p["preprocess_compute_infer_ms"] > 0 and p["classifier_compute_infer_ms"] > 0
+        assert p["preprocess_cores"] is not None and p["classifier_cores"] is not None
+    (batched,) = [p for p in raw if p["batch"] == 4]
+    assert batched["classifier_avg_batch"] >= 4  # the server saw 4 images a request
+    tensor = [p for p in results["points"] if p["path"] == "tensor"]
+    assert [(p["variant"], p["concurrency"]) for p in tensor] == [("int8", 4)]  # same classifier
+
+
+def test_answers_through_the_ensemble_match_in_process(raw_run):
+    _, results, _, _ = raw_run
+    ensemble = results["ensemble"]
+    assert (ensemble["name"], ensemble["classifier"], ensemble["variant"]) == (
+        MODEL,
+        f"{MODEL}_int8",
+        "int8",
+    )
+    assert ensemble["preprocess"] == f"{MODEL}_preprocess" and len(ensemble["images"]) == 12
+    assert all("/test/" in path for path in ensemble["images"])  # the run's test split
+    check = results["raw_check"]
+    assert check["images"] == 12 and check["top1_agree"] == 12 and check["ok"]
+
+
+def test_raw_targets_and_baselines_are_in_the_summary(raw_run):
+    _, results, summary, latest = raw_run
+    for key in ("raw_vs_inprocess", "raw_overhead_ms_c1", "vs_perf_analyzer_raw",
+                "preprocess_vs_decode", "raw_vs_tensor_c4"):  # fmt: skip
+        assert summary[key] is not None, (key, summary["targets"][key])
+    kinds = {r["kind"] for r in results["inprocess"]}
+    assert kinds == {"onnx", "decode", "preprocess"}
+    shapes = {(r["workers"], r["threads"]) for r in results["raw_inprocess"]}
+    assert (1, 1) in shapes and all(r["images_per_s"] > 0 for r in results["raw_inprocess"])
+    (pa,) = results["perf_analyzer_raw"]  # c4 x1 is also the best raw point here, or not:
+    assert pa["images_per_s"] > 0 and "--input-data" in pa["command"]
+    assert (latest / "perf_analyzer_raw_input.json").is_file()
+    text = (latest / "report.md").read_text()
+    assert f"## The raw path: encoded images to `{MODEL}`" in text
