@@ -28,8 +28,25 @@ def run(bench) -> None:
         )
         try:
             measure(bench, v, n, group.http_url, group.grpc_url)
+            served = [_served(server.http_url, v.model) for server in group.servers]
         finally:
             group.stop()
+        bench.results.setdefault("replicas", []).append(
+            {"replicas": n, "classifier": v.model, "requests_per_replica": served}
+        )
+        bench.log(f"  requests {v.model} served, replica by replica: {served}")
+
+
+def _served(http_url: str, model: str) -> int:
+    """Requests `model` answered on one replica so far: the spread over the replicas."""
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(http_url)
+    try:
+        stats = client.get_inference_statistics(model)
+    finally:
+        client.close()
+    return int(stats["model_stats"][0]["inference_stats"]["success"]["count"])
 
 
 def measure(bench, v, n: int, http_urls: str, grpc_urls: str) -> None:

@@ -9,7 +9,9 @@ import json
 import pytest
 from bench_helpers import MODEL, add_raw_path, build_run_and_repo
 
+from bench.repository import serving
 from bench.run import main
+from serve.repository import read_config
 
 pytestmark = pytest.mark.slow
 SHORT = ["windows.warmup_s=0.1", "windows.window_s=0.2", "windows.max_s=0.6", "noise.retries=0"]
@@ -23,23 +25,28 @@ def raw_run(tmp_path_factory):
     out = root / "results"
     code = main(
         ["--repo", str(repo), "--run", str(run), "--out", str(out),
-         "--sections", "inprocess,raw,perf_analyzer", *SHORT,
+         "--sections", "inprocess,raw,perf_analyzer,search,replicas", "--apply", *SHORT,
          "inprocess.batch_sizes=[1,4]", "inprocess.threads=[1]", "inprocess.eager=false",
          "inprocess.min_rounds=2", "inprocess.max_time_s=0.02", "inprocess.warmup_iterations=1",
          "served.compare_concurrency=4", "raw.images=12", "raw.check_images=12",
          "raw.concurrency=[1,4]", "raw.grpc_concurrency=[2]", "raw.client_batches=[4]",
          "raw.batch_concurrency=[1]", "raw.pipeline_s=0.3",
-         "perf_analyzer.measurement_ms=300", "perf_analyzer.max_trials=3"]
+         "perf_analyzer.measurement_ms=300", "perf_analyzer.max_trials=3",
+         # the search: one classifier config, then the preprocess model's instance count
+         "search.instances=[1]", "search.max_queue_delay_us=[0]", "search.threads=[1]",
+         "search.preferred_batch_sizes=[[]]", "search.concurrency=[2]", "search.p99_ms=100000",
+         "search.preprocess_instances=[2,1]",
+         "replicas.counts=[1,2]", "replicas.concurrency=[2]"]
     )  # fmt: skip
     latest = out / "latest"
     results = json.loads((latest / "results.json").read_text())
-    return code, results, json.loads((latest / "summary.json").read_text()), latest
+    return code, results, json.loads((latest / "summary.json").read_text()), latest, repo
 
 
 def test_every_raw_point_is_measured_without_errors(raw_run):
-    code, results, _, _ = raw_run
+    code, results, *_ = raw_run
     assert code == 0 and results["errors"] == {}, results["errors"]
-    raw = [p for p in results["points"] if p["path"] == "raw"]
+    raw = [p for p in results["points"] if p["path"] == "raw" and p["section"] == "raw"]
     assert {(p["protocol"], p["concurrency"], p["batch"]) for p in raw} >= {
         ("http", 1, 1), ("http", 4, 1), ("grpc", 2, 1), ("http", 1, 4),
     }  # fmt: skip
@@ -50,12 +57,12 @@ def test_every_raw_point_is_measured_without_errors(raw_run):
         assert p["preprocess_cores"] is not None and p["classifier_cores"] is not None
     (batched,) = [p for p in raw if p["batch"] == 4]
     assert batched["classifier_avg_batch"] >= 4  # the server saw 4 images a request
-    tensor = [p for p in results["points"] if p["path"] == "tensor"]
+    tensor = [p for p in results["points"] if p["path"] == "tensor" and p["section"] == "raw"]
     assert [(p["variant"], p["concurrency"]) for p in tensor] == [("int8", 4)]  # same classifier
 
 
 def test_answers_through_the_ensemble_match_in_process(raw_run):
-    _, results, _, _ = raw_run
+    _, results, *_ = raw_run
     ensemble = results["ensemble"]
     assert (ensemble["name"], ensemble["classifier"], ensemble["variant"]) == (
         MODEL,
@@ -69,7 +76,7 @@ def test_answers_through_the_ensemble_match_in_process(raw_run):
 
 
 def test_raw_targets_and_baselines_are_in_the_summary(raw_run):
-    _, results, summary, latest = raw_run
+    _, results, summary, latest, _ = raw_run
     for key in ("raw_vs_inprocess", "raw_overhead_ms_c1", "vs_perf_analyzer_raw",
                 "preprocess_vs_decode", "raw_vs_tensor_c4"):  # fmt: skip
         assert summary[key] is not None, (key, summary["targets"][key])
@@ -82,3 +89,34 @@ def test_raw_targets_and_baselines_are_in_the_summary(raw_run):
     assert (latest / "perf_analyzer_raw_input.json").is_file()
     text = (latest / "report.md").read_text()
     assert f"## The raw path: encoded images to `{MODEL}`" in text
+
+
+def test_search_tunes_the_preprocess_instances_and_applies_the_winner(raw_run):
+    _, results, _, latest, repo = raw_run
+    pre = results["search"]["preprocess"]
+    assert pre["model"] == f"{MODEL}_preprocess" and pre["deployed"] == 1
+    assert [c["preprocess_instances"] for c in pre["candidates"]] == [2, 1]
+    for c in pre["candidates"]:  # measured through the ensemble, with its decoding CPU
+        (p,) = c["points"]
+        assert (
+            p["path"] == "raw"
+            and p["requests"] > 0
+            and p["preprocess_instances"] == (c["preprocess_instances"])
+        )
+    best = pre["best"]["preprocess_instances"]
+    written = serving(read_config(repo / f"{MODEL}_preprocess" / "config.pbtxt"))
+    assert pre["applied"] and written["instances"] == best
+    assert "Then `tiny_preprocess`'s instance count" in (latest / "report.md").read_text()
+
+
+def test_one_and_two_replicas_on_the_same_cores(raw_run):
+    _, results, _, latest, _ = raw_run
+    points = [p for p in results["points"] if p["section"] == "replicas"]
+    assert {(p["replicas"], p["path"]) for p in points} == {
+        (n, path) for n in (1, 2) for path in ("raw", "tensor")
+    }
+    assert all(p["requests"] > 0 and p["errors"] == 0 for p in points)
+    spread = {r["replicas"]: r["requests_per_replica"] for r in results["replicas"]}
+    assert len(spread[1]) == 1 and len(spread[2]) == 2
+    assert min(spread[2]) > 0.3 * max(spread[2])  # each request to the next replica in turn
+    assert "## Replicas on the same" in (latest / "report.md").read_text()
