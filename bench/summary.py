@@ -326,6 +326,7 @@ def _optimized_vs_eager(f: Facts) -> Figure:
     None,
     "best served images/s / PyTorch eager FP32 at batch 1 (not like for like: shown for "
     "reference beside optimized_vs_eager)",
+    limits="as optimized_vs_eager; eager at batch 1 pays torch's per-call overhead per image",
 )
 def _optimized_vs_eager_batch1(f: Facts) -> Figure:
     return _eager_vs(f, batch1=True)

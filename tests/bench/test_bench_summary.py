@@ -221,3 +221,85 @@ def test_search_section_marks_candidates_refusing_the_largest_request(results):
     rows = [line for line in lines if line.startswith("| 1 |")]
     assert rows[0].endswith("| no | no |") and rows[1].endswith("| yes | yes |")
     assert any("largest request the clients send (32 images" in line for line in lines)
+
+
+def _raw_path(results, best_raw_ips=4000.0, pipeline=(3000.0, 4500.0)):
+    """The raw path of one run: the ensemble over pruned_int8, its points, the in-process
+    decode/preprocess rows, the pipeline shapes and perf_analyzer on the ensemble."""
+    results["ensemble"] = {"name": "default", "preprocess": "default_preprocess",
+                           "preprocess_instances": 2, "classifier": "default_pruned_int8",
+                           "variant": "pruned_int8", "engine": "onnxruntime",
+                           "images": ["a.png"] * 32}  # fmt: skip
+    split = {"preprocess_cores": 0.8, "classifier_cores": 0.4, "server_cores": 0.3,
+             "preprocess_queue_ms": 0.1, "preprocess_compute_infer_ms": 0.3,
+             "classifier_queue_ms": 0.05, "classifier_compute_infer_ms": 0.2}  # fmt: skip
+    results["points"] += [
+        _point(c=1, rps=500.0, path="raw", p50_ms=1.5, **split),
+        _point(c=16, rps=1500.0, path="raw", **split),
+        _point(c=4, batch=32, rps=best_raw_ips / 32, path="raw", **split),
+    ]
+    results["inprocess"] += [
+        {**_inprocess("pillow_decode", "decode", 32, 1, 10_000.0)},  # 0.1 ms an image
+        {**_inprocess("contract_preprocess", "preprocess", 32, 1, 6250.0)},  # 0.16 ms
+    ]
+    results["raw_inprocess"] = [
+        {"workers": w, "threads": t, "batch": 32, "engine": "onnxruntime", "images_per_s": ips,
+         "batch_ms": 7.0, "noise": {"other_cores": 0.0}}
+        for (w, t), ips in zip(((1, 2), (2, 1)), pipeline, strict=True)
+    ]  # fmt: skip
+    results["perf_analyzer_raw"] = [_check(32, 4, 4400.0, best_raw_ips, True)]
+
+
+def test_raw_targets_compare_the_raw_path_with_its_own_baselines(results):
+    _raw_path(results)
+    t = targets(results)
+    assert t["raw_vs_inprocess"]["value"] == pytest.approx(4000 / 4500, abs=1e-3)  # best shape
+    assert t["raw_vs_inprocess"]["met"] is True
+    assert "2 process(es) x 1 thread(s), batch 32" in t["raw_vs_inprocess"]["detail"]
+    assert "1 process(es) x 2 thread(s), batch 32: 3000" in t["raw_vs_inprocess"]["detail"]
+    # p50 1.5 - (preprocess 0.16 + pruned_int8 batch 1 at its deployed 1 thread: 0.1) ms
+    assert t["raw_overhead_ms_c1"]["value"] == pytest.approx(1.5 - 0.16 - 0.1, abs=1e-3)
+    assert t["preprocess_vs_decode"]["value"] == pytest.approx(1.6)
+    assert t["preprocess_vs_decode"]["met"] is True
+    assert t["vs_perf_analyzer_raw"]["value"] == pytest.approx(4000 / 4400, abs=1e-3)
+    assert t["vs_perf_analyzer_raw"]["met"] is True
+    tensor = t["raw_vs_tensor_c16"]
+    assert tensor["value"] == pytest.approx(1500 / 6000, abs=1e-3) and tensor["met"] is None
+    assert "decoding (the preprocess stubs) used 0.80 of the 2 cores (40%)" in tensor["detail"]
+
+
+def test_raw_points_leave_the_tensor_targets_alone(results):
+    before = targets(results)
+    _raw_path(results, best_raw_ips=50_000.0)  # faster than any tensor point, on purpose
+    after = targets(results)
+    for key in ("served_vs_inprocess", "overhead_ms_c1", "optimized_vs_eager", "vs_perf_analyzer"):
+        assert after[key]["value"] == before[key]["value"], key
+    assert after["raw_vs_inprocess"]["value"] == pytest.approx(50_000 / 4500, abs=1e-3)
+    assert "50000 images/s" in verdict(results, after)  # the raw path's best, in its sentence
+
+
+def test_raw_targets_missing_when_there_is_no_ensemble(results):
+    t = targets(results)
+    for key in ("raw_vs_inprocess", "raw_overhead_ms_c1", "vs_perf_analyzer_raw",
+                "preprocess_vs_decode", "raw_vs_tensor_c16"):  # fmt: skip
+        assert t[key]["value"] is None and t[key]["met"] is None, key
+    assert report._raw_path(report.Run(results, t, "")) == []
+
+
+def test_raw_section_and_what_limits_each_figure(results):
+    _raw_path(results)
+    results["raw_check"] = {"images": 16, "top1_agree": 16, "max_abs_logit_diff": 0.0,
+                            "tolerance": 1e-3, "ok": True, "engine": "onnxruntime"}  # fmt: skip
+    tgts = targets(results)
+    run = report.Run(results, tgts, "")
+    lines = report._raw_path(run)
+    assert lines[0] == "## The raw path: encoded images to `default`"
+    assert any("16/16 top-1 equal" in line and "agree." in line for line in lines)
+    raw_rows = [line for line in lines if line.startswith("| http |")]
+    assert len(raw_rows) == 5  # 3 raw points, then perf_analyzer and ours at its point
+    assert any("bare Pillow decode 0.1000 ms, contract.preprocess 0.1600 ms" in x for x in lines)
+    limits = report._targets(run)
+    assert any(x.startswith("- `raw_vs_tensor_c16`: on 2 shared cores") for x in limits)
+    assert sum(x.startswith("- `") for x in limits) == len(TARGETS)
+    inprocess = "\n".join(report._inprocess(run))
+    assert "pillow_decode" not in inprocess  # per-image steps are the raw section's
