@@ -29,6 +29,9 @@ def create_app(model: Path, threads: int) -> FastAPI:
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
     meta = session.get_inputs()[0]
+    # The logits only: optimize's models also output probabilities, which Triton's tensor
+    # path (the one compared) does not request either.
+    first = session.get_outputs()[0].name
     sample_shape = tuple(meta.shape[1:])
     per_sample = int(np.prod(sample_shape)) * 4
     app = FastAPI()
@@ -43,7 +46,7 @@ def create_app(model: Path, threads: int) -> FastAPI:
         if not body or len(body) % per_sample:
             return Response(f"body must be N x {list(sample_shape)} float32", status_code=400)
         x = np.frombuffer(body, dtype=np.float32).reshape(-1, *sample_shape)
-        (logits,) = await run_in_threadpool(session.run, None, {meta.name: x})
+        (logits,) = await run_in_threadpool(session.run, [first], {meta.name: x})
         return Response(logits.tobytes(), media_type="application/octet-stream")
 
     return app

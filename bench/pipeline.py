@@ -104,13 +104,14 @@ def measure(
     rows = []
     for shape in shape_list:
         attempts = []
-        for _ in range(guard.retries + 1):
+        for attempt in range(guard.retries + 1):
             attempts.append(_once(shape, files, spec_path, seconds))
             if not noise.is_busy(attempts[-1]["noise"], guard.busy_cores):
                 break
             log(
                 f"  warning: in-process pipeline {_label(shape)}: other processes used "
-                f"{attempts[-1]['noise']['other_cores']:.2f} cores; retrying"
+                f"{attempts[-1]['noise']['other_cores']:.2f} cores (> {guard.busy_cores}); "
+                + ("retrying" if attempt < guard.retries else "keeping the quietest attempt")
             )
         best = min(attempts, key=lambda a: a["noise"]["other_cores"])
         row = {**shape, **best, "attempts": len(attempts)}

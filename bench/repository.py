@@ -78,15 +78,14 @@ def discover(repo: Path, model: str | None) -> tuple[str, ModelSpec, list[Varian
     variants = []
     for name in VARIANTS:
         folder = repo / f"{model}_{name}"
-        if (folder / "config.pbtxt").is_file() and (folder / "1" / "model.onnx").is_file():
-            variants.append(
-                Variant(
-                    name,
-                    folder.name,
-                    folder / "1" / "model.onnx",
-                    read_config(folder / "config.pbtxt"),
-                )
-            )
+        if not (folder / "config.pbtxt").is_file():
+            continue
+        config = read_config(folder / "config.pbtxt")
+        # The file its backend loads: model.onnx for ONNX Runtime, and for OpenVINO as optimize
+        # writes it (default_model_filename).
+        onnx = folder / "1" / (config.default_model_filename or "model.onnx")
+        if onnx.is_file():
+            variants.append(Variant(name, folder.name, onnx, config))
     if not variants:
         raise BenchRepoError(
             f"no variants of {model!r} in {repo} (looked for {model}_{{{','.join(VARIANTS)}}}"

@@ -233,6 +233,16 @@ class Bench:
             if p.get("queue_ms") is not None
             else ""
         )
+        if p.get("preprocess_compute_infer_ms") is not None:  # the raw path, step by step
+            split = (
+                f", preprocess {p['preprocess_compute_infer_ms']:.2f} + classifier "
+                f"{p['classifier_compute_infer_ms']:.2f} ms (batch {p['avg_batch']})"
+                + (
+                    f", decoding {p['preprocess_cores']:.2f} cores"
+                    if p.get("preprocess_cores") is not None
+                    else ""
+                )
+            )
         images = f" x{batch} = {p['images_per_s']:.0f} img/s" if batch > 1 else ""
         self.log(
             f"  {tags['variant']:<12} {p['target']:<12} {load.label():>7}: {p['throughput']:8.1f}/s"
