@@ -11,6 +11,7 @@ a measurement whose other-process load was high is redone, and the quietest is k
 from __future__ import annotations
 
 import multiprocessing
+import queue
 import statistics
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ class PipelineError(RuntimeError):
     pass
 
 
-def _worker(model, engine, spec_path, files, batch, threads, seconds, barrier, results) -> None:
+def _worker(model, engine, spec_path, files, batch, threads, seconds, ready, start, results):
     from contract import load_spec, preprocess
     from optimize.evaluate import runner
 
@@ -42,7 +43,8 @@ def _worker(model, engine, spec_path, files, batch, threads, seconds, barrier, r
 
     for i in range(WARMUP_STEPS):
         step(i)
-    barrier.wait(START_TIMEOUT_S)
+    ready.put(True)
+    start.wait()
     times, begin = [], time.perf_counter()
     while time.perf_counter() - begin < seconds:
         t = time.perf_counter()
@@ -52,21 +54,37 @@ def _worker(model, engine, spec_path, files, batch, threads, seconds, barrier, r
                  "batch_ms": statistics.median(times) * 1e3})  # fmt: skip
 
 
+def _collect(q, procs: list, timeout: float) -> list:
+    """One message from each worker; a worker that exits first is an error at once."""
+    out, deadline = [], time.monotonic() + timeout
+    while len(out) < len(procs):
+        try:
+            out.append(q.get(timeout=0.5))
+        except queue.Empty:
+            failed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if failed:
+                raise PipelineError(f"a worker exited with code {failed[0]}") from None
+            if time.monotonic() > deadline:
+                raise PipelineError(f"no answer from the workers in {timeout:.0f} s") from None
+    return out
+
+
 def _once(shape: dict, files: list[Path], spec_path: Path, seconds: float) -> dict:
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no state from the parent
-    barrier, results = ctx.Barrier(shape["workers"] + 1), ctx.Queue()
+    ready, start, results = ctx.Queue(), ctx.Event(), ctx.Queue()
     args = (str(shape["model"]), shape["engine"], str(spec_path), [str(f) for f in files],
-            shape["batch"], shape["threads"], seconds, barrier, results)  # fmt: skip
+            shape["batch"], shape["threads"], seconds, ready, start, results)  # fmt: skip
     procs = [ctx.Process(target=_worker, args=args, daemon=True) for _ in range(shape["workers"])]
     for p in procs:
         p.start()
     try:
-        barrier.wait(START_TIMEOUT_S)
+        _collect(ready, procs, START_TIMEOUT_S)  # every worker warmed up: start them together
+        start.set()
         before = noise.sample()
-        done = [results.get(timeout=seconds + START_TIMEOUT_S) for _ in procs]
+        done = _collect(results, procs, seconds + START_TIMEOUT_S)
         after = noise.sample()
-    except Exception as e:  # a worker that died leaves the barrier broken or the queue empty
-        raise PipelineError(f"in-process pipeline {_label(shape)} failed: {e!r}") from None
+    except PipelineError as e:
+        raise PipelineError(f"in-process pipeline {_label(shape)} failed: {e}") from None
     finally:
         for p in procs:
             p.join(5)

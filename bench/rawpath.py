@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import perf_analyzer, pipeline
-from bench.images import as_batches, test_images, write_perf_analyzer_data
+from bench.images import ImagesError, as_batches, test_images, write_perf_analyzer_data
 from bench.loadgen import EnsembleTarget, Load
 from bench.repository import Ensemble, Variant, serving, variation, write_config
 from bench.search import ModelControl
@@ -66,9 +66,15 @@ class RawPath:
 
     # -- in-process --------------------------------------------------------------------------
     def inprocess_cases(self) -> list[dict]:
+        """Decode and preprocess cases; none (with a warning) without test images, so the
+        models' own in-process rows are still measured."""
         from bench import inprocess
 
-        return inprocess.raw_cases(self.files(), self.spec_path())
+        try:
+            return inprocess.raw_cases(self.files(), self.spec_path())
+        except ImagesError as e:
+            self.log(f"  warning: no raw-path in-process baselines: {e}")
+            return []
 
     def best_row(self) -> dict | None:
         """The classifier's best in-process row: the batch and threads the pipeline uses."""
@@ -81,6 +87,8 @@ class RawPath:
 
     def pipeline(self) -> None:
         best = self.best_row()
+        if self._files is None:  # inprocess_cases found no test images and said so
+            return
         if best is None:
             self.log("  note: no in-process row of the ensemble's classifier: no raw pipeline")
             return

@@ -298,6 +298,10 @@ class Bench:
             self.section("sweep", lambda: self.sweep(server, primary))
             if self.raw is not None:
                 self.section("raw", lambda: self.raw.sweep(server))
+            elif "raw" in self.cfg.sections:
+                self.log(
+                    f"\n== raw\n  note: no ensemble {self.model} in {self.cfg.repo}: no raw path"
+                )
             self.section("openloop", lambda: self.openloop(server, primary))
             self.section("variants", lambda: self.each_variant(server))
             self.section("dynbatch", lambda: self.dynbatch(server, primary))
