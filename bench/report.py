@@ -18,6 +18,7 @@ from bench.summary import (  # noqa: E402
     analyzer_pairs,
     fastapi_baseline,
     noise_summary,
+    replicas_summary,
     select,
     targets,
     verdict,
@@ -558,14 +559,17 @@ def _search_preprocess(pre: dict | None) -> list[str]:
 
 
 def _replicas(r: Run) -> list[str]:
-    points = select(r.points, section="replicas")
-    if not points:
+    block = replicas_summary(r.results)
+    if not block:
         return []
-    one = {(p["path"], p["concurrency"]): p for p in points if p["replicas"] == 1}
-    rows = []
-    for p in points:
-        base = one.get((p["path"], p["concurrency"]))
-        rows.append({**p, "vs_one": p["throughput"] / base["throughput"] if base else None})
+    points = select(r.points, section="replicas")
+    rows = [
+        {**p, "vs_one": x["vs_one_replica"]} for p, x in zip(points, block["points"], strict=True)
+    ]
+    spread = "; ".join(
+        f"{x['replicas']} replica(s): {x['requests_per_replica']}"
+        for x in block["requests_per_replica"] or []
+    )
     return [
         f"## Replicas on the same {r.results['machine']['cores']} cores",
         "",
@@ -578,6 +582,11 @@ def _replicas(r: Run) -> list[str]:
         "as the clients scale too.",
         "",
         *_table(REPLICA_COLUMNS, rows),
+        *(
+            [f"Requests each replica's classifier served, over the section: {spread}.", ""]
+            if spread
+            else []
+        ),
     ]
 
 
@@ -904,6 +913,7 @@ def write(out: Path, results: dict) -> list[Path]:
         "percentiles": PERCENTILE_RULE,
         "fastapi_baseline": fastapi_baseline(results),
         "model_analyzer": results.get("analyzer"),
+        "replicas": replicas_summary(results),
         "noise": noise_summary(results),
         "verdict": text,
         "errors": results["errors"],

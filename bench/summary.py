@@ -593,6 +593,32 @@ def fastapi_baseline(results: dict) -> dict | None:
     }
 
 
+def replicas_summary(results: dict) -> dict | None:
+    """Throughput of 1 and N replicas on these same cores, each path and concurrency, and what
+    N replicas read against 1: below 1 here (shared cores); on N machines, N x the 1-replica
+    figure is the prediction."""
+    points = select(results["points"], section="replicas")
+    if not points:
+        return None
+    one = {(p["path"], p["concurrency"]): p["throughput"] for p in points if p["replicas"] == 1}
+    rows = [
+        {"replicas": p["replicas"], "path": p["path"], "concurrency": p["concurrency"],
+         "throughput": round(p["throughput"], 1), "p99_ms": round(p["p99_ms"], 2),
+         "vs_one_replica": (
+             round(p["throughput"] / one[p["path"], p["concurrency"]], 3)
+             if one.get((p["path"], p["concurrency"])) else None
+         )}
+        for p in points
+    ]  # fmt: skip
+    return {
+        "cores": results["machine"]["cores"],
+        "points": rows,
+        "requests_per_replica": results.get("replicas"),
+        "note": "replicas share these cores: the cost of N servers, not a gain; on N machines "
+        "predict N x the 1-replica throughput",
+    }
+
+
 def noise_summary(results: dict) -> dict:
     loads = [p["noise"] for p in results["points"]] + [r["noise"] for r in results["inprocess"]]
     busy = [p for p in results["points"] if p.get("busy")] + [

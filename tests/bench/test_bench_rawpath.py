@@ -113,7 +113,7 @@ def test_search_tunes_the_preprocess_instances_and_applies_the_winner(raw_run):
 
 
 def test_one_and_two_replicas_on_the_same_cores(raw_run):
-    _, results, _, latest, _ = raw_run
+    _, results, summary, latest, _ = raw_run
     points = [p for p in results["points"] if p["section"] == "replicas"]
     assert {(p["replicas"], p["path"]) for p in points} == {
         (n, path) for n in (1, 2) for path in ("raw", "tensor")
@@ -123,3 +123,9 @@ def test_one_and_two_replicas_on_the_same_cores(raw_run):
     assert len(spread[1]) == 1 and len(spread[2]) == 2
     assert min(spread[2]) > 0.3 * max(spread[2])  # each request to the next replica in turn
     assert "## Replicas on the same" in (latest / "report.md").read_text()
+    block = summary["replicas"]  # what a reader scales to N machines from
+    assert {(x["replicas"], x["path"]) for x in block["points"] if x["vs_one_replica"] == 1.0} >= {
+        (1, "raw"),
+        (1, "tensor"),
+    }
+    assert block["requests_per_replica"] == results["replicas"]
