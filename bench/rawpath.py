@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import perf_analyzer, pipeline
+from bench import inprocess, perf_analyzer, pipeline
 from bench.images import ImagesError, as_batches, test_images, write_perf_analyzer_data
 from bench.loadgen import EnsembleTarget, Load
 from bench.repository import Ensemble, Variant, serving, variation, write_config
-from bench.search import ModelControl
+from bench.search import KNOBS, ModelControl
 from bench.summary import find_point, select
 from contract import preprocess
 
@@ -62,14 +62,13 @@ class RawPath:
         return self._files
 
     def spec_path(self) -> Path:
-        return self.variant.onnx.parents[1] / "model_spec.json"
+        """The spec the server's preprocess model reads."""
+        return Path(self.bench.cfg.repo) / self.ensemble.preprocess / "model_spec.json"
 
     # -- in-process --------------------------------------------------------------------------
     def inprocess_cases(self) -> list[dict]:
         """Decode and preprocess cases; none (with a warning) without test images, so the
         models' own in-process rows are still measured."""
-        from bench import inprocess
-
         try:
             return inprocess.raw_cases(self.files(), self.spec_path())
         except ImagesError as e:
@@ -126,6 +125,7 @@ class RawPath:
     def check(self, server) -> None:
         """The ensemble's answers for test images against contract.preprocess + the deployed
         model in-process, before anything is timed: a fast wrong path is no result."""
+        # Imported here: OpenVINO and ONNX Runtime load only when there is a raw path to check.
         import tritonclient.http as httpclient
 
         from optimize.evaluate import runner
@@ -228,8 +228,6 @@ class RawPath:
         base = self.ensemble.preprocess_config
         classifier = None
         if outcome.get("best") and searched.model == self.ensemble.classifier:
-            from bench.search import KNOBS
-
             classifier = variation(searched.config, **{k: outcome["best"][k] for k in KNOBS})
         control = ModelControl(server.http_url, server.admin_headers)
         results = []
