@@ -64,7 +64,7 @@ def gate(
             acc["passed"] = acc["top1_drop"] <= max_drop
         usable = v.engines if v.target == "tensorrt" else [e for e in v.engines if e in allowed]
         passing = [e for e in usable if r[e]["passed"]]
-        r["passing"], r["deployed"], r["why"] = passing, bool(passing), ""
+        r["usable"], r["passing"], r["deployed"], r["why"] = usable, passing, bool(passing), ""
         if not usable:
             r["why"] = f"none of its engines {list(v.engines)} is in repository.engines"
         elif not passing:
@@ -79,18 +79,24 @@ def gate(
 
 
 def choose_engines(variants: list[Variant], results: dict, timings: dict) -> None:
-    """Each variant's engine: the fastest at batch 8 among those that passed the gate (the
-    fastest overall, for the record, when none did)."""
+    """Each variant's engine: the fastest at batch 8 among those that passed the gate (for
+    the record, the most accurate when none did), with a note on any faster one."""
     for v in variants:
         r = results[v.name]
 
         def speed(engine: str, name: str = v.name) -> float:
             return timings[timing_key(name, engine)]["throughput_bs8"]
 
-        r["engine"] = max(r["passing"] or v.engines, key=speed)
+        if r["passing"]:
+            r["engine"] = max(r["passing"], key=speed)
+        else:
+            r["engine"] = min(v.engines, key=lambda e: r[e]["top1_drop"])
         faster = [e for e in v.engines if r["passing"] and speed(e) > speed(r["engine"])]
         r["engine_note"] = "; ".join(
-            f"{e} is faster but drops {r[e]['top1_drop']:.2f} points" for e in faster
+            f"{e} is faster but not in repository.engines"
+            if e not in r["usable"]
+            else f"{e} is faster but drops {r[e]['top1_drop']:.2f} points"
+            for e in faster
         )
 
 

@@ -180,6 +180,11 @@ def test_probes_gate_on_the_primary_ensemble_the_demo_deploys(rendered):
         assert probes["readinessProbe"]["httpGet"]["path"] == f"/v2/models/{primary}/ready"
         assert probes["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
         assert probes["startupProbe"]["httpGet"]["path"] == "/v2/health/live"
+    for name in SERVING:  # the entrypoint's healthcheck and serve wait for the same model
+        env = {e["name"]: e for e in triton(rendered[name])[1]["env"]}
+        ref = env["PRIMARY_MODELS"]["valueFrom"]["configMapKeyRef"]
+        configmap = find(rendered[name], "ConfigMap", ref["name"])
+        assert configmap["data"][ref["key"]] == primary_model(rendered[name])
 
 
 def test_the_primary_model_is_one_kustomize_value(tmp_path):

@@ -75,3 +75,15 @@ def test_both_engines_give_the_same_fp32_answers(variants, test_split):
     x = test_split.test.x
     ort_out, ov_out = (runner(variants[0].path, 1, e)(x) for e in ("onnxruntime", "openvino"))
     np.testing.assert_array_equal(ort_out, ov_out)
+
+
+def test_a_faster_engine_the_host_lacks_is_named_as_such(variants, test_split):
+    results = evaluate_variants(variants, test_split, threads=1)
+    gate(variants, results, 1.0, SimpleNamespace(name="m"), allowed=("onnxruntime",))
+    speed = {"onnxruntime": 100.0, "openvino": 250.0}
+    timings = {timing_key(v.name, e): {"throughput_bs8": speed[e]} for v in variants
+               for e in v.engines}  # fmt: skip
+    choose_engines(variants, results, timings)
+    assert results["fp32"]["engine"] == "onnxruntime"
+    assert results["fp32"]["engine_note"] == "openvino is faster but not in repository.engines"
+    assert results["int8"]["engine"] == "openvino"  # not deployed: its most accurate engine
