@@ -79,8 +79,8 @@ def _once(shape: dict, files: list[Path], spec_path: Path, seconds: float) -> di
         p.start()
     try:
         _collect(ready, procs, START_TIMEOUT_S)  # every worker warmed up: start them together
+        before = noise.sample()  # before the start, so the whole measurement is inside
         start.set()
-        before = noise.sample()
         done = _collect(results, procs, seconds + START_TIMEOUT_S)
         after = noise.sample()
     except PipelineError as e:

@@ -543,7 +543,7 @@ def _search(r: Run) -> list[str]:
 def _search_preprocess(pre: dict | None) -> list[str]:
     if not pre:
         return []
-    rows = [{**c, "best": c is pre["best"] or c == pre["best"]} for c in pre["candidates"]]
+    rows = [{**c, "best": c == pre["best"]} for c in pre["candidates"]]
     applied = (
         f"Written to `{pre['applied']}`."
         if pre["applied"]

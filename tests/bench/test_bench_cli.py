@@ -19,6 +19,10 @@ from bench.run import main
         (["served.concurrency=[0,4]"], "served.concurrency must be"),
         (["served.client_batches=[8,-1]"], "served.client_batches must hold positive"),
         (["windows.stability=2"], "windows.stability must be in (0, 1)"),
+        (["raw.concurrency=[0]"], "raw.concurrency must be"),
+        (["raw.client_batches=[0]"], "raw.client_batches must hold positive"),
+        (["search.preprocess_instances=[0]"], "search.preprocess_instances must hold counts"),
+        (["replicas.counts=[]"], "replicas.counts must be"),
         (["--config", "/nonexistent.yaml"], "config file not found"),
     ],
 )
