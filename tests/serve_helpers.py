@@ -39,6 +39,24 @@ parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
 """
 
 
+def triton_refuses(model: str) -> dict[str, tuple[list, str]]:
+    """What a classifier's backend never sees: Triton's core refuses each request against the
+    config (dims [1, 28, 28], max_batch_size 32) with its own words, before the backend runs."""
+    return {
+        "missing input": ([], "missing required input(s) ['input']"),
+        "unknown input": ([("other", np.zeros((1, 1, 28, 28), np.float32), "FP32")],
+                          "unexpected inference input 'other'"),
+        "data type": ([("input", np.zeros((1, 1, 28, 28), np.float64), "FP64")],
+                      f"data-type is 'FP64', but model '{model}' expects 'FP32'"),
+        "rank": ([("input", np.zeros((1, 28, 28), np.float32), "FP32")],
+                 "Expected [-1,1,28,28], got [1,28,28]"),
+        "shape": ([("input", np.zeros((1, 1, 27, 28), np.float32), "FP32")],
+                  "Expected [-1,1,28,28], got [1,1,27,28]"),
+        "batch size": ([("input", np.zeros((33, 1, 28, 28), np.float32), "FP32")],
+                       "batch-size must be <= 32"),
+    }  # fmt: skip
+
+
 def export_onnx(net, path: Path) -> Path:
     """`net` ([N,1,28,28] -> [N,10]) as ONNX with "input"/"logits" and a dynamic batch."""
     import torch
