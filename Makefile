@@ -142,7 +142,7 @@ demo-run:
 	  echo "$(DEMO) [5/6]: classifying one test image per class through the server"; \
 	  mapfile -t imgs < <(for d in $(TEST_DIR)/*/; do find "$$d" -type f | sort | head -1; done); \
 	  $(PY) client/infer.py --model $(notdir $(RUN)) --top-k 3 "$${imgs[@]}"; \
-	  echo "$(DEMO) [6/6]: server vs in-process ONNX Runtime on 1000 test images"; \
+	  echo "$(DEMO) [6/6]: server vs the same engine in process on 1000 test images"; \
 	  $(PY) client/verify.py --run $(RUN) --repo $(SERVE_REPO) --limit 1000
 	@$(PY) scripts/demo_summary.py $(RUN) $(SERVE_REPO) $(DEMO_START)
 

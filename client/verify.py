@@ -1,4 +1,4 @@
-"""Acceptance check: the running server answers as in-process ONNX Runtime does on its model.
+"""Acceptance check: the running server answers as its engine does in process on its model.
 
     python client/verify.py --run runs/default --repo model_repository [--url 127.0.0.1:8000]
 
@@ -6,7 +6,8 @@ A deterministic sample of the run's test split (train's own data code, so the sa
 and optimize used) is classified three ways:
   raw     image bytes -> the ensemble `<name>` (preprocessing on the server)
   tensor  contract.preprocess here -> the classifier that ensemble ends in
-  local   contract.preprocess here -> ONNX Runtime on <repo>/<classifier>/1/model.onnx
+  local   contract.preprocess here -> <repo>/<classifier>/1/model.onnx on the engine its
+          config.pbtxt names (ONNX Runtime or OpenVINO, with the served parameters: serve.local)
 It passes when every top-1 agrees and the server's scores are within --atol of the local ones;
 top-1 accuracy is set beside the optimize report's figure for that variant.
 """
@@ -40,6 +41,8 @@ from client.connection import (  # noqa: E402
 from client.infer import non_negative, positive  # noqa: E402
 from contract import ImageError, ModelSpec, SpecError, load_spec, preprocess  # noqa: E402
 from contract.atomic import atomic_write_json  # noqa: E402
+from serve.local import Local  # noqa: E402
+from serve.repository import RepositoryError  # noqa: E402
 
 
 @dataclass
@@ -147,19 +150,21 @@ def load_sample(args: argparse.Namespace, report: dict, spec: ModelSpec) -> Samp
     return Sample(root, len(files), paths, np.asarray(ys), np.stack(xs), skipped)
 
 
-def run_local(onnx: Path, x: np.ndarray, output: str, batch: int) -> np.ndarray:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1  # as the served model is configured: same kernels, same sums
-    session = ort.InferenceSession(str(onnx), opts, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
+def run_local(local: Local, x: np.ndarray, output: str, batch: int) -> np.ndarray:
+    """The served batches in process: same engine, same parameters, same kernels and sums."""
     starts = range(0, len(x), batch)
     parts = [
-        session.run([output], {name: x[i : i + batch]})[0]
-        for i in tqdm(starts, desc="onnxruntime", unit="batch", file=sys.stderr, disable=None)
+        local(x[i : i + batch])[output]
+        for i in tqdm(starts, desc=local.engine, unit="batch", file=sys.stderr, disable=None)
     ]
     return np.concatenate(parts)
+
+
+def local_model(model_dir: Path) -> Local:
+    try:
+        return Local(model_dir)
+    except RepositoryError as e:
+        raise ClientError(f"{e}: --repo must be the repository the server serves") from None
 
 
 def run_server(
@@ -232,7 +237,7 @@ def _print(summary: dict) -> None:
     for key, name in (("raw", "raw (ensemble)"), ("tensor", "tensor (classifier)")):
         agree = f"{a[key + '_vs_local']}/{n}"
         print(f"  {name:<22}{agree:>14}{d[key + '_vs_local']:>12.2e}{acc[key]:>11.4f}")
-    print(f"  {'local ONNX Runtime':<22}{'':>14}{'':>12}{acc['local']:>11.4f}")
+    print(f"  {'local ' + summary['engine']:<22}{'':>14}{'':>12}{acc['local']:>11.4f}")
     reported = summary["report_top1"]
     if reported is not None:
         label = f"optimize report (all {summary['report_test_images']} test images)"
@@ -253,9 +258,7 @@ def verify(args: argparse.Namespace) -> int:
         if ensemble.platform != "ensemble" or not ensemble.takes_bytes:
             raise ClientError(f"model '{spec.name}' is not an ensemble that takes image bytes")
         classifier = triton.model(ensemble.classifier)
-        onnx = args.repo / classifier.name / "1" / "model.onnx"
-        if not onnx.is_file():
-            raise ClientError(f"{onnx} not found: --repo must be the repository the server serves")
+        local = local_model(args.repo / classifier.name)
         sample = load_sample(args, report, spec)
         batch = min(args.batch_size, ensemble.max_batch_size, classifier.max_batch_size)
         starts = range(0, len(sample.paths), batch)
@@ -265,7 +268,7 @@ def verify(args: argparse.Namespace) -> int:
         ]
         tensors = [sample.x[i : i + batch] for i in starts]
         scores = {
-            "local": run_local(onnx, sample.x, classifier.outputs[0].name, batch),
+            "local": run_local(local, sample.x, classifier.outputs[0].name, batch),
             "raw": run_server(triton, ensemble, encoded, sample.paths, args.concurrency),
             "tensor": run_server(triton, classifier, tensors, sample.paths, args.concurrency),
         }
@@ -279,7 +282,8 @@ def verify(args: argparse.Namespace) -> int:
         "classifier": classifier.name,
         "variant": row["name"] if row else None,
         "report_best_cpu_model": best,
-        "onnx": str(onnx),
+        "onnx": str(local.path),
+        "engine": local.engine,
         "data_root": str(sample.root),
         "test_images": sample.split_size,
         "sampled": len(sample.paths) + len(sample.skipped),
@@ -295,7 +299,7 @@ def verify(args: argparse.Namespace) -> int:
     if best and best != classifier.name:
         print(f"note: the ensemble ends in {classifier.name}; the report's best CPU model: {best}")
     if not summary["passed"]:
-        print(f"error: the server disagrees with ONNX Runtime; see {args.out}", file=sys.stderr)
+        print(f"error: the server disagrees with {local.engine}; see {args.out}", file=sys.stderr)
         return 1
     print(f"verify: PASS; summary in {args.out}")
     return 0

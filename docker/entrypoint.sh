@@ -2,8 +2,9 @@
 # Entrypoint of Dockerfile.triton: build each missing TensorRT plan for this GPU, then run
 # tritonserver on $MODEL_REPO with the flags `make serve` uses (serve/server.py,
 # TritonServer.command), except:
-#   - no --backend-directory: NVIDIA's native ONNX Runtime backend serves the ONNX variants
-#     here; the project's Python stand-in is only for the CPU wheel server;
+#   - no --backend-directory: NVIDIA's native ONNX Runtime and OpenVINO backends serve the
+#     ONNX variants here (`backend: "onnxruntime"` / `"openvino"`, whichever optimize chose);
+#     the project's Python stand-ins of those names are only for the CPU wheel server;
 #   - addresses 0.0.0.0: Docker forwards published ports to the container's own interface,
 #     so the server must listen there; publish with `-p 127.0.0.1:8000:8000` to stay local;
 #   - GPU metrics stay on;

@@ -52,18 +52,27 @@ def model_config(model: RepoModel, spec: ModelSpec, cfg: RepositoryConfig) -> mc
     if model.tensorrt:
         config.platform = "tensorrt_plan"
         return config
-    config.backend = model.engine
-    for key, value in backend_parameters(model.engine, cfg).items():
+    return set_engine(config, model.engine, cfg)
+
+
+def set_engine(config: mc.ModelConfig, engine: str, cfg: RepositoryConfig) -> mc.ModelConfig:
+    """Point a CPU model's config at the backend of `engine`, with the parameters it reads
+    (reliability moves a copied deployment between engines with this too)."""
+    config.backend = engine
+    config.ClearField("parameters")
+    for key, value in backend_parameters(engine, cfg).items():
         config.parameters[key].string_value = value
-    if model.engine == "openvino":  # the native backend's default is model.xml (IR)
-        config.default_model_filename = "model.onnx"
+    # The native OpenVINO backend's default is model.xml (IR); ONNX Runtime's is model.onnx.
+    config.default_model_filename = "model.onnx" if engine == "openvino" else ""
     return config
 
 
 def backend_parameters(engine: str, cfg: RepositoryConfig) -> dict[str, str]:
     """The parameters NVIDIA's native backend of that name reads (and ours, alike)."""
     if engine == "openvino":
-        return openvino_properties(cfg.intra_op_threads)
+        # NVIDIA's backend compiles a static batch of max_batch_size and, without padding,
+        # refuses every execution holding fewer images (docs/serve.md).
+        return {**openvino_properties(cfg.intra_op_threads), "ENABLE_BATCH_PADDING": "YES"}
     return {"intra_op_thread_count": str(cfg.intra_op_threads),
             "inter_op_thread_count": str(cfg.inter_op_threads)}  # fmt: skip
 

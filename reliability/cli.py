@@ -10,6 +10,7 @@ from pathlib import Path
 from client.infer import positive
 from reliability.errors import ReliabilityError
 from serve.errors import ServerError
+from serve.local import ENGINES
 
 RESULTS = Path("reliability/results")
 
@@ -29,6 +30,12 @@ def _common(p: argparse.ArgumentParser) -> None:
         "(default: %(default)s)",
     )
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder (%(default)s)")
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        help="serve the copy's classifier on this CPU backend (default: the one its config "
+        "names, i.e. the engine optimize deployed it on)",
+    )
 
 
 def _names(text: str) -> list[str]:
@@ -66,10 +73,11 @@ def _faults(args: argparse.Namespace, work: Path) -> int:
     unknown = sorted(set(args.only or ()) - set(known))
     if unknown:
         raise ReliabilityError(f"unknown fault {unknown[0]}; known: {', '.join(known)}")
-    deployment = prepare(work / "deployment", args.repo, args.run)
+    deployment = prepare(work / "deployment", args.repo, args.run, args.engine)
     run = args.run if (args.run / "checkpoint.pt").is_file() else None
     setup = faults.Setup(work, deployment, probes(deployment, Reference(deployment), 8), run)
-    print(f"faults: {deployment.ensemble} ({', '.join(deployment.models)}) under load", flush=True)
+    models = ", ".join(deployment.models)
+    print(f"faults: {deployment.ensemble} ({models}; {deployment.engine}) under load", flush=True)
     results = faults.run(setup, args.only)
     rows = faults.rows(results)
     write_json(args.out / "faults.json", rows)
@@ -94,8 +102,12 @@ def _chaos(args: argparse.Namespace, work: Path) -> int:
         if unknown:
             raise ReliabilityError(f"unknown kind {unknown[0]!r}: see --list")
         kinds = [k for k in kinds if k.name in args.only]
-    deployment = prepare(work / "deployment", args.repo, args.run)
-    print(f"chaos: {len(kinds)} kinds against {deployment.ensemble}, private server", flush=True)
+    deployment = prepare(work / "deployment", args.repo, args.run, args.engine)
+    print(
+        f"chaos: {len(kinds)} kinds against {deployment.ensemble} ({deployment.engine}), "
+        "private server",
+        flush=True,
+    )
     with running(deployment.repo, work) as triton:
         ctx = Context(triton, deployment, Reference(deployment), work / "cli")
         try:
@@ -114,9 +126,10 @@ def _soak(args: argparse.Namespace, work: Path) -> int:
     from reliability.reference import Reference, probes
     from reliability.report import write_json
 
-    deployment = prepare(work / "deployment", args.repo, args.run)
+    deployment = prepare(work / "deployment", args.repo, args.run, args.engine)
     print(
         f"soak: {args.minutes:g} min at concurrency {args.concurrency} on {deployment.ensemble} "
+        f"({deployment.engine}) "
         f"and {deployment.classifier}, HTTP and gRPC",
         flush=True,
     )

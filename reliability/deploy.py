@@ -16,7 +16,12 @@ from pathlib import Path
 from contract import ModelSpec, SpecError, load_spec
 from reliability.errors import ReliabilityError
 from serve.replicas import Replicas, replicas
-from serve.repository import RepositoryError, add_preprocess_and_ensemble, read_config
+from serve.repository import (
+    RepositoryError,
+    add_preprocess_and_ensemble,
+    config_text,
+    read_config,
+)
 from serve.server import TritonServer, free_ports
 from serve.supervisor import DEFAULT_RESTARTS, RestartPolicy
 
@@ -36,6 +41,11 @@ class Deployment:
     @property
     def onnx(self) -> Path:
         return self.repo / self.classifier / "1" / "model.onnx"
+
+    @property
+    def engine(self) -> str:
+        """The CPU backend that serves the classifier (onnxruntime or openvino)."""
+        return read_config(self.repo / self.classifier / "config.pbtxt").backend
 
 
 def find(repo: Path) -> Deployment:
@@ -84,20 +94,39 @@ def build_from_run(run: Path, dest: Path) -> Deployment:
     return find(dest)
 
 
-def prepare(dest: Path, repo: Path | None, run: Path | None) -> Deployment:
-    """Copy the ensemble out of `repo`, else build one from the train run `run`."""
+def serve_on(deployment: Deployment, engine: str) -> Deployment:
+    """The copy's classifier moved to `engine`'s backend, as optimize would have written it."""
+    from optimize.config import RepositoryConfig
+    from optimize.repository import set_engine
+
+    path = deployment.repo / deployment.classifier / "config.pbtxt"
+    path.write_text(config_text(set_engine(read_config(path), engine, RepositoryConfig())))
+    return deployment
+
+
+def prepare(
+    dest: Path, repo: Path | None, run: Path | None, engine: str | None = None
+) -> Deployment:
+    """Copy the ensemble out of `repo`, else build one from the train run `run`; its classifier
+    served on `engine` if given, else on the engine its config names."""
     dest.mkdir(parents=True, exist_ok=True)
     problems = []
+    found = None
     if repo is not None:
         try:
-            return copy_from(repo, dest)
+            found = copy_from(repo, dest)
         except ReliabilityError as e:
             problems.append(str(e))
-    if run is not None:
+    if found is None and run is not None:
         if (run / "checkpoint.pt").is_file():
-            return build_from_run(run, dest)
-        problems.append(f"no checkpoint.pt in {run}")
-    raise ReliabilityError("; ".join(problems) + ": run `make optimize`, or pass --repo / --run")
+            found = build_from_run(run, dest)
+        else:
+            problems.append(f"no checkpoint.pt in {run}")
+    if found is None:
+        raise ReliabilityError(
+            "; ".join(problems) + ": run `make optimize`, or pass --repo / --run"
+        )
+    return serve_on(found, engine) if engine and engine != found.engine else found
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""Known answers: contract.preprocess + in-process ONNX Runtime on the served classifier file."""
+"""Known answers: contract.preprocess + the served classifier file in process, on the engine
+and with the parameters its config names (serve.local: ONNX Runtime or OpenVINO)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 
 from client.connection import Triton
 from contract import preprocess
 from reliability.deploy import Deployment
 from reliability.errors import ReliabilityError
+from serve.local import Local
 from serve.repository import IMAGE_INPUT
 
 
@@ -23,14 +24,10 @@ class WrongAnswer(AssertionError):
 class Reference:
     def __init__(self, deployment: Deployment):
         self.spec = deployment.spec
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            str(deployment.onnx), options, providers=["CPUExecutionProvider"]
-        )
+        self.model = Local(deployment.repo / deployment.classifier)
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([self.spec.output_name], {self.spec.input_name: batch})[0]
+        return self.model(batch)[self.spec.output_name]
 
     def of_image(self, data: bytes) -> np.ndarray:
         return self.logits(preprocess(data, self.spec)[None])[0]

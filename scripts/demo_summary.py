@@ -19,7 +19,7 @@ for v in report["variants"]:
 agree = verify["agreement"]
 print(
     f"  served {verify['ensemble']} -> {verify['classifier']}: top-1 agrees with in-process "
-    f"ONNX Runtime on {agree['raw_vs_local']}/{agree['of']} (raw bytes) and "
+    f"{verify['engine']} on {agree['raw_vs_local']}/{agree['of']} (raw bytes) and "
     f"{agree['tensor_vs_local']}/{agree['of']} (tensors); served top-1 "
     f"{verify['top1_on_sample']['raw']:.2%}"
 )

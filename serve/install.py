@@ -2,9 +2,11 @@
 
 The wheel ships `tritonserver` plus the Python backend. Triton refuses symlinked backends, so
 `.serve/backends/` holds copies: `python/` (the backend library, its utils module and the stub
-built for our Python version) and `onnxruntime/model.py`, our Python-based backend. A model
-whose config says `backend: "onnxruntime"` runs on it here and on NVIDIA's native C++ ONNX
-Runtime backend in NVIDIA's container, from the same repository.
+built for our Python version) and our Python-based backends `onnxruntime/` and `openvino/`,
+each its model.py plus a copy of `backend_core.py`, the core both import (the stub puts only
+a backend's own folder on `sys.path`). A model whose config says `backend: "onnxruntime"` or
+`"openvino"` runs on ours here and on NVIDIA's native C++ backend of that name in NVIDIA's
+container, from the same repository.
 """
 
 from __future__ import annotations
@@ -88,8 +90,11 @@ def _sources() -> dict[str, Path]:
         "python/triton_python_backend_utils.py": python_backend / "triton_python_backend_utils.py",
         "python/triton_python_backend_stub": stub,
     }
+    shared = sorted(OUR_BACKENDS.glob("*.py"))  # backend_core.py
     for model_py in sorted(OUR_BACKENDS.glob("*/model.py")):
-        sources[f"{model_py.parent.name}/model.py"] = model_py
+        backend = model_py.parent.name
+        sources[f"{backend}/model.py"] = model_py
+        sources.update({f"{backend}/{module.name}": module for module in shared})
     return sources
 
 

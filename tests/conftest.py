@@ -1,6 +1,6 @@
 """Shared fixtures: a tiny Fashion-MNIST ImageFolder and a model trained on it for one epoch;
 a tiny ONNX classifier in a model repository (with preprocessing and ensemble) served by a
-real Triton on free ports."""
+real Triton on free ports; the same file on the openvino backend in a second repository."""
 
 from __future__ import annotations
 
@@ -11,9 +11,13 @@ from serve_helpers import (
     ADMIN_KEY,
     CLASSIFIER,
     MAX_BATCH,
+    OV,
     SHM_KEY,
     SPEC,
+    STRICT,
+    STRICT_BATCH,
     export_onnx,
+    openvino_config,
     write_classifier,
 )
 
@@ -98,6 +102,36 @@ def server(model_repo, backend_dir, tmp_path_factory):
         shm_key=SHM_KEY,
         backend_dir=backend_dir,
         log_file=tmp_path_factory.mktemp("logs") / "server.log",
+        ready_timeout=60,
+    ) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def ov_repo(tmp_path_factory, tiny_onnx) -> Path:
+    """tiny_onnx as OpenVINO models (OV with batch padding, STRICT without) and the ensemble
+    `tiny` over OV."""
+    repo = tmp_path_factory.mktemp("openvino_repository")
+    for name, max_batch, padding in ((OV, 32, True), (STRICT, STRICT_BATCH, False)):
+        (repo / name / "1").mkdir(parents=True)
+        (repo / name / "config.pbtxt").write_text(openvino_config(name, max_batch, padding))
+        (repo / name / "labels.txt").write_text("".join(f"{c}\n" for c in SPEC.labels))
+        (repo / name / "1" / "model.onnx").write_bytes(tiny_onnx.read_bytes())
+    add_preprocess_and_ensemble(repo, SPEC, OV, MAX_BATCH)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def ov_server(ov_repo, backend_dir, tmp_path_factory):
+    http, grpc, metrics = free_ports(3)
+    with TritonServer(
+        ov_repo,
+        http_port=http,
+        grpc_port=grpc,
+        metrics_port=metrics,
+        admin_key=ADMIN_KEY,
+        backend_dir=backend_dir,
+        log_file=tmp_path_factory.mktemp("openvino_logs") / "server.log",
         ready_timeout=60,
     ) as s:
         yield s

@@ -25,6 +25,9 @@ SPEC = ModelSpec(
     mean=(0.5,),
     std=(0.5,),
 )
+OV = "tiny_openvino"  # an OpenVINO classifier as optimize writes one, with a batching window
+STRICT = "tiny_openvino_strict"  # no ENABLE_BATCH_PADDING: NVIDIA's static-batch rule applies
+STRICT_BATCH = 4
 # Hand-written as an operator would; the 20 ms batching window lets concurrent test requests
 # reliably meet in one batch.
 CLASSIFIER_CONFIG = """\
@@ -40,6 +43,47 @@ dynamic_batching { max_queue_delay_microseconds: 20000 }
 instance_group [{ kind: KIND_CPU count: 1 }]
 parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
 """
+
+
+def openvino_config(name: str, max_batch: int, padding: bool) -> str:
+    """A config for NVIDIA's OpenVINO backend (and ours), in its parameter names."""
+    params = {"INFERENCE_NUM_THREADS": "1", "NUM_STREAMS": "1", "PERFORMANCE_HINT": "LATENCY"}
+    if padding:
+        params["ENABLE_BATCH_PADDING"] = "YES"
+    lines = "".join(
+        f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}\n' for k, v in params.items()
+    )
+    return f"""\
+name: "{name}"
+backend: "openvino"
+default_model_filename: "model.onnx"
+max_batch_size: {max_batch}
+input [{{ name: "input" data_type: TYPE_FP32 dims: [1, 28, 28] }}]
+output [
+  {{ name: "logits" data_type: TYPE_FP32 dims: [10] label_filename: "labels.txt" }},
+  {{ name: "probabilities" data_type: TYPE_FP32 dims: [10] label_filename: "labels.txt" }}
+]
+dynamic_batching {{ max_queue_delay_microseconds: 20000 }}
+instance_group [{{ kind: KIND_CPU count: 1 }}]
+{lines}"""
+
+
+def triton_refuses(model: str) -> dict[str, tuple[list, str]]:
+    """What a classifier's backend never sees: Triton's core refuses each request against the
+    config (dims [1, 28, 28], max_batch_size 32) with its own words, before the backend runs."""
+    return {
+        "missing input": ([], "missing required input(s) ['input']"),
+        "unknown input": ([("other", np.zeros((1, 1, 28, 28), np.float32), "FP32")],
+                          "unexpected inference input 'other'"),
+        "data type": ([("input", np.zeros((1, 1, 28, 28), np.float64), "FP64")],
+                      f"data-type is 'FP64', but model '{model}' expects 'FP32'"),
+        "rank": ([("input", np.zeros((1, 28, 28), np.float32), "FP32")],
+                 "Expected [-1,1,28,28], got [1,28,28]"),
+        "shape": ([("input", np.zeros((1, 1, 27, 28), np.float32), "FP32")],
+                  "Expected [-1,1,28,28], got [1,1,27,28]"),
+        "batch size": ([("input", np.zeros((33, 1, 28, 28), np.float32), "FP32")],
+                       "batch-size must be <= 32"),
+    }  # fmt: skip
 
 
 def export_onnx(net, path: Path, chw: tuple[int, int, int] = (1, 28, 28)) -> Path:

@@ -43,13 +43,15 @@ def lines(text: str) -> list[str]:
 
 @pytest.fixture
 def repo(tmp_path) -> Path:
-    """The layout optimize writes: two ONNX variants, the TensorRT model without its plan."""
+    """The layout optimize writes: an ONNX variant on each CPU engine, the TensorRT model
+    without its plan."""
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(b"stand-in: only copied, never parsed here")
     root = tmp_path / "models"
     root.mkdir()
-    for name, tensorrt in (("tiny_fp32", False), ("tiny_int8", False), ("tiny_trt", True)):
-        write_model(root, RepoModel(name, onnx, tensorrt=tensorrt), SPEC, CFG)
+    for name, engine in (("tiny_fp32", "onnxruntime"), ("tiny_int8", "openvino")):
+        write_model(root, RepoModel(name, onnx, engine=engine), SPEC, CFG)
+    write_model(root, RepoModel("tiny_trt", onnx, tensorrt=True), SPEC, CFG)
     return root
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from client_helpers import ENSEMBLE, random_image, write_png
-from serve_helpers import CLASSIFIER, SPEC
+from serve_helpers import CLASSIFIER, OV, SPEC
 
 from client import verify
 from contract import preprocess, save_spec
@@ -137,4 +137,17 @@ def test_a_different_local_model_fails_the_check(capsys, server, model_repo, run
     assert summary["passed"] is False
     assert summary["max_abs_diff"]["raw_vs_local"] > 1
     assert summary["agreement"]["raw_vs_tensor"] == summary["agreement"]["of"]
-    assert "error: the server disagrees with ONNX Runtime" in capsys.readouterr().err
+    assert "error: the server disagrees with onnxruntime" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_an_openvino_served_classifier_is_checked_against_openvino_in_process(
+    capsys, ov_server, ov_repo, run, tmp_path
+):
+    out = tmp_path / "verify.json"
+    argv = ["--run", run, "--repo", ov_repo, "--url", ov_server.http_url, "--out", out]
+    assert verify.main([str(a) for a in [*argv, "--batch-size", "4"]]) == 0
+    summary = json.loads(out.read_text())
+    assert (summary["classifier"], summary["engine"]) == (OV, "openvino")
+    assert summary["passed"] and max(summary["max_abs_diff"].values()) <= 1e-5
+    assert "local openvino" in capsys.readouterr().out

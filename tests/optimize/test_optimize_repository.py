@@ -121,5 +121,5 @@ def test_an_openvino_variant_gets_the_native_backends_config(tiny_onnx, tiny_spe
     assert config.backend == "openvino" and config.default_model_filename == "model.onnx"
     params = {k: v.string_value for k, v in config.parameters.items()}
     assert params == {"INFERENCE_NUM_THREADS": "2", "NUM_STREAMS": "1",
-                      "PERFORMANCE_HINT": "LATENCY"}  # fmt: skip
+                      "PERFORMANCE_HINT": "LATENCY", "ENABLE_BATCH_PADDING": "YES"}  # fmt: skip
     assert (repo / model.name / "1" / "model.onnx").read_bytes() == tiny_onnx.read_bytes()

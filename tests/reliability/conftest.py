@@ -43,3 +43,10 @@ def checked(deployment, reference):
 @pytest.fixture
 def work(tmp_path) -> Path:
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def ov_deployment(tiny_run, tmp_path_factory) -> Deployment:
+    """The same deployment with its classifier on the openvino backend."""
+    dest = tmp_path_factory.mktemp("reliability-openvino") / "deployment"
+    return prepare(dest, None, tiny_run, "openvino")

@@ -55,3 +55,19 @@ def test_chaos_cli_prints_a_table_and_the_summary_line(deployment, tmp_path):
         assert re.search(rf"^{kind}\s+{group}\s+error\s+handled", proc.stdout, re.M), kind
     rows = json.loads((tmp_path / "chaos.json").read_text())
     assert [(r["kind"], r["handled"]) for r in rows] == [(k, True) for k in kinds.split(",")]
+
+
+@pytest.mark.slow
+def test_chaos_cli_moves_the_copy_to_openvino_and_its_classifier_handles_bad_input(
+    deployment, tmp_path
+):
+    kinds = "NaN values,wrong shape,batch above max_batch_size,model being unloaded,empty bytes"
+    proc = subprocess.run(
+        [sys.executable, "-m", "reliability", "chaos", "--repo", str(deployment.repo),
+         "--engine", "openvino", "--out", str(tmp_path), "--only", kinds],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    lines = proc.stdout.strip().splitlines()
+    assert f"against {deployment.ensemble} (openvino)" in lines[0], proc.stdout
+    assert lines[-1] == "chaos: 5 kinds, 5 handled, 0 failed", proc.stdout + proc.stderr
+    assert deployment.engine == "onnxruntime"  # the operator's copy is left as it was

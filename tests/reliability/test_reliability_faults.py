@@ -6,7 +6,7 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from client.connection import is_transient
-from reliability import faults
+from reliability import faults, reference
 from reliability.deploy import running
 from serve import procs
 
@@ -32,6 +32,16 @@ def test_killed_stub_comes_back_under_load_without_losing_requests(setup, which)
     assert result.passed, result.note
     assert result.requests > 100 and result.failed == 0 and result.recovery_s < 5.0
     assert "watchdog reloaded" in result.note or "supervisor restarted" in result.note
+
+
+def test_a_killed_openvino_stub_comes_back_under_load_without_losing_requests(
+    ov_deployment, tmp_path
+):
+    probes = reference.probes(ov_deployment, reference.Reference(ov_deployment), 4)
+    result = faults.FAULTS["stub-classifier"](faults.Setup(tmp_path, ov_deployment, probes, None))
+    assert ov_deployment.engine == "openvino"
+    assert result.passed, result.note
+    assert result.requests > 100 and result.failed == 0 and result.recovery_s < 5.0
 
 
 def test_tritonserver_abort_under_load_is_restarted_without_losing_requests(setup):

@@ -24,3 +24,17 @@ def test_one_minute_soak_loses_nothing_and_does_not_grow(deployment, tmp_path):
     result = json.loads((tmp_path / "soak.json").read_text())
     assert result["p99_ms"] > 0 and len(result["samples"]) >= 30
     assert (tmp_path / "soak.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_a_short_soak_on_the_openvino_backend_loses_nothing(deployment, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "reliability", "soak", "--minutes", "0.25", "--concurrency", "16",
+         "--engine", "openvino", "--repo", str(deployment.repo), "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert "(openvino)" in proc.stdout.splitlines()[0], proc.stdout
+    last = proc.stdout.strip().splitlines()[-1]
+    match = re.fullmatch(r"soak: (\d+) requests, (\d+) errors, rss growth (-?[\d.]+)%", last)
+    assert match, proc.stdout + proc.stderr
+    assert int(match[1]) > 100 and int(match[2]) == 0 and proc.returncode == 0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from serve_helpers import CLASSIFIER, SPEC, png_bytes
+from serve_helpers import CLASSIFIER, SPEC, png_bytes, triton_refuses
 from tritonclient.utils import InferenceServerException
 
 from contract import preprocess
@@ -77,21 +77,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(http, ort_
     assert after["execution_count"] - before["execution_count"] < len(sizes)  # batches formed
 
 
-# What the classifier's backend never sees: Triton's core refuses each against the config
-# (dims [1, 28, 28], max_batch_size 32) with its own words, before our backend runs.
-TRITON_REFUSES = {
-    "missing input": ([], "missing required input(s) ['input']"),
-    "unknown input": ([("other", np.zeros((1, 1, 28, 28), np.float32), "FP32")],
-                      "unexpected inference input 'other'"),
-    "data type": ([("input", np.zeros((1, 1, 28, 28), np.float64), "FP64")],
-                  "data-type is 'FP64', but model 'tiny_onnx' expects 'FP32'"),
-    "rank": ([("input", np.zeros((1, 28, 28), np.float32), "FP32")],
-             "Expected [-1,1,28,28], got [1,28,28]"),
-    "shape": ([("input", np.zeros((1, 1, 27, 28), np.float32), "FP32")],
-              "Expected [-1,1,28,28], got [1,1,27,28]"),
-    "batch size": ([("input", np.zeros((33, 1, 28, 28), np.float32), "FP32")],
-                   "batch-size must be <= 32"),
-}  # fmt: skip
+TRITON_REFUSES = triton_refuses(CLASSIFIER)
 
 
 @pytest.mark.parametrize("case", TRITON_REFUSES)

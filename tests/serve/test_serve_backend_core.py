@@ -1,0 +1,81 @@
+"""serve/backends/backend_core.py's parsers, in process: NVIDIA's parameter names in, the
+engine settings out (the served answers are checked in test_serve_openvino.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from google.protobuf import json_format
+from serve_helpers import SPEC
+
+from optimize.config import RepositoryConfig
+from optimize.evaluate import openvino_properties as measured_properties
+from optimize.repository import RepoModel, model_config
+from serve.backends.backend_core import (
+    BackendConfigError,
+    onnxruntime_settings,
+    openvino_checks,
+    openvino_properties,
+)
+
+
+def config(max_batch: int = 8, **params: str) -> dict:
+    return {
+        "max_batch_size": max_batch,
+        "parameters": {k: {"string_value": v} for k, v in params.items()},
+    }
+
+
+def written(engine: str, threads: int) -> dict:
+    """The config optimize writes, as Triton hands it to a backend (JSON)."""
+    model = RepoModel("m", Path("model.onnx"), engine=engine)
+    proto = model_config(model, SPEC, RepositoryConfig(intra_op_threads=threads))
+    return json_format.MessageToDict(proto, preserving_proto_field_name=True)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_server_compiles_openvino_as_optimize_measured_it(threads):
+    served = openvino_properties(written("openvino", threads))
+    assert served.pop("ALLOW_AUTO_BATCHING") == "YES"  # a no-op on CPU; the native backend sets it
+    assert served == measured_properties(threads)
+    assert openvino_checks(written("openvino", threads)) is True  # ENABLE_BATCH_PADDING
+
+
+def test_openvino_values_are_read_as_the_native_backend_reads_them():
+    props = openvino_properties(
+        config(NUM_STREAMS="auto", PERFORMANCE_HINT="Throughput", HINT_BF16="yes",
+               INFERENCE_NUM_THREADS="2", COMPILATION_NUM_THREADS="1")
+    )  # fmt: skip
+    assert props == {"NUM_STREAMS": "AUTO", "PERFORMANCE_HINT": "THROUGHPUT",
+                     "INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": "2",
+                     "COMPILATION_NUM_THREADS": "1", "ALLOW_AUTO_BATCHING": "YES"}  # fmt: skip
+    # No precision unless asked: OpenVINO's own default applies, as natively.
+    assert "INFERENCE_PRECISION_HINT" not in openvino_properties(config())
+    assert openvino_properties(config())["INFERENCE_NUM_THREADS"] == "1"  # ours; native: all
+    assert (
+        openvino_properties(config(SKIP_OV_DYNAMIC_BATCHSIZE="YES"))["ALLOW_AUTO_BATCHING"] == "NO"
+    )
+    assert openvino_properties(config(max_batch=0))["ALLOW_AUTO_BATCHING"] == "NO"
+    assert openvino_checks(config()) is False
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"TARGET_DEVICE": "GPU"}, "TARGET_DEVICE 'GPU': this backend runs on the CPU only"),
+        ({"CPU_EXTENSION_PATH": "/x.so"}, "'CPU_EXTENSION_PATH' is not supported"),
+    ],
+)
+def test_what_the_stand_in_does_not_do_is_refused(params, message):
+    with pytest.raises(BackendConfigError, match=message):
+        openvino_checks(config(**params))
+
+
+def test_onnxruntime_settings_default_to_one_thread_and_every_optimisation():
+    assert onnxruntime_settings(written("onnxruntime", 2)) == {
+        "intra_op_threads": 2, "inter_op_threads": 1, "graph_level": "ORT_ENABLE_ALL"}  # fmt: skip
+    basic = {**config(), "optimization": {"graph": {"level": -1}}}
+    assert onnxruntime_settings(basic)["graph_level"] == "ORT_ENABLE_BASIC"
+    with pytest.raises(BackendConfigError, match="'intra_op_thread_count' must be"):
+        onnxruntime_settings(config(intra_op_thread_count="two"))
