@@ -113,11 +113,15 @@ def _wait(predicate: Callable[[], bool], seconds: float) -> bool:
     return False
 
 
-def _stub(triton: TritonServer, model: str) -> procs.Stub:
+def _stubs(triton: TritonServer, model: str) -> list[procs.Stub]:
     found = [s for s in procs.stubs(triton.process.pid) if s.model == model]
     if not found:
         raise ReliabilityError(f"no Python stub for {model} under pid {triton.process.pid}")
-    return found[0]
+    return found
+
+
+def _stub(triton: TritonServer, model: str) -> procs.Stub:
+    return _stubs(triton, model)[0]
 
 
 def _result(name: str, load: Load, t_fault: float, passed_if: bool, note: str, done=None):
@@ -145,7 +149,8 @@ def aborted(code: int) -> str:
 
 
 def stub_kill_baseline(setup: Setup) -> Result:
-    """No watchdog, no supervisor: what Triton itself does when a stub dies."""
+    """No watchdog, no supervisor: what Triton itself does when a model's stubs die (all of
+    them: with one instance left, the client's retries would find it)."""
     model = setup.deployment.preprocess
     with (
         serving(setup, "stub_baseline", guarded=False) as (triton, _),
@@ -153,14 +158,15 @@ def stub_kill_baseline(setup: Setup) -> Result:
     ):
         time.sleep(WARMUP_S)
         t_fault = time.monotonic()
-        os.kill(_stub(triton, model).pid, signal.SIGKILL)
+        for stub in _stubs(triton, model):
+            os.kill(stub.pid, signal.SIGKILL)
         time.sleep(BASELINE_S)
         code = triton.process.poll()
         ready = _call(triton, "is_model_ready", model) if code is None else None
     s = summary(load.records, since=t_fault)
     outcome = f"model still READY={ready}, every request fails" if code is None else aborted(code)
     return Result(
-        f"kill {model} stub, no watchdog",
+        f"kill {model} stubs, no watchdog",
         s["requests"],
         s["failed"],
         s["retried"],
