@@ -17,6 +17,7 @@ SECTIONS = (
     "dynbatch",  # dynamic batching on vs off, same model and load
     "fastapi",  # a FastAPI + ONNX Runtime server on the same artifact
     "perf_analyzer",  # NVIDIA's perf_analyzer at the comparison point and the best point
+    "engines",  # the primary artifact on ONNX Runtime and on OpenVINO, same instances/threads
     "search",  # serving config search
     "analyzer",  # our search's winner vs Model Analyzer's (make model-analyzer), same load
     "replicas",  # 1 and N tritonserver replicas on the same cores, requests spread over them
@@ -53,10 +54,12 @@ QUICK = (
     "search.max_queue_delay_us=[0]",
     "search.preferred_batch_sizes=[[],[8]]",
     "search.threads=[1]",
+    "search.streams=[1]",
     "search.preprocess_instances=[1,2]",
     "search.concurrency=[16]",
     "analyzer.concurrency=[16]",
     "analyzer.rounds=1",
+    "engines.rounds=1",
 )
 
 
@@ -157,7 +160,9 @@ class SearchConfig:
     max_batch_sizes: list[int] = field(default_factory=lambda: [32])
     max_queue_delay_us: list[int] = field(default_factory=lambda: [0, 1000])
     preferred_batch_sizes: list[list[int]] = field(default_factory=lambda: [[], [4], [8]])
-    threads: list[int] = field(default_factory=lambda: [1, 2])  # ORT intra-op per instance
+    threads: list[int] = field(default_factory=lambda: [1, 2])  # per instance, either engine
+    # OpenVINO's NUM_STREAMS per instance (an ONNX Runtime model has no such knob: one value)
+    streams: list[int] = field(default_factory=lambda: [1, 2])
     # <model>_preprocess instances, measured through the ensemble on the classifier's winner
     # (a stage of its own, staged or not: only the raw path exercises it). []: not searched.
     preprocess_instances: list[int] = field(default_factory=lambda: [1, 2, 3])
@@ -174,6 +179,15 @@ class AnalyzerConfig:
     results: str = "bench/results/model_analyzer"  # <results>/<model>/latest/winner.json
     concurrency: list[int] = field(default_factory=lambda: [16, 32])
     rounds: int = 2  # ours then its, then its then ours; each keeps its quietest round
+
+
+@dataclass
+class EnginesConfig:
+    """The primary variant's artifact served by each CPU engine with the deployed instances,
+    threads and batching (summary.json `engine_gain`)."""
+
+    concurrency: list[int] = field(default_factory=lambda: [16])
+    rounds: int = 2  # one engine then the other, then the other way round; quietest kept
 
 
 @dataclass
@@ -194,6 +208,7 @@ class BenchConfig:
     perf_analyzer: PerfAnalyzerConfig = field(default_factory=PerfAnalyzerConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     analyzer: AnalyzerConfig = field(default_factory=AnalyzerConfig)
+    engines: EnginesConfig = field(default_factory=EnginesConfig)
 
 
 def _positive(name: str, values) -> None:
@@ -233,6 +248,8 @@ def validate(cfg: BenchConfig) -> BenchConfig:
     _positive("search.instances", cfg.search.instances)
     _positive("search.max_batch_sizes", cfg.search.max_batch_sizes)
     _positive("search.threads", cfg.search.threads)
+    _positive("search.streams", cfg.search.streams)
+    _positive("engines.concurrency", cfg.engines.concurrency)
     _positive("search.concurrency", cfg.search.concurrency)
     _positive("analyzer.concurrency", cfg.analyzer.concurrency)
     for shape in cfg.fastapi.shapes:
@@ -252,6 +269,7 @@ def validate(cfg: BenchConfig) -> BenchConfig:
         ("perf_analyzer.measurement_ms", cfg.perf_analyzer.measurement_ms),
         ("perf_analyzer.max_trials", cfg.perf_analyzer.max_trials),
         ("analyzer.rounds", cfg.analyzer.rounds),
+        ("engines.rounds", cfg.engines.rounds),
         ("raw.images", cfg.raw.images),
         ("raw.pipeline_s", cfg.raw.pipeline_s),
     ):

@@ -1,11 +1,14 @@
-"""The baseline a user might write instead of Triton: FastAPI + uvicorn + one ORT session.
+"""The baseline a user might write instead of Triton: FastAPI + uvicorn + one model session.
 
 A benchmark baseline, not a product. It is the careful version of that script: raw float32
 bytes in and out (no JSON encoding of tensors), ORT run in the threadpool so the event loop
 keeps accepting requests, no batching; uvicorn's own workers (processes sharing the port)
-give it cores, as Triton's instances do. `bench.fastapi_server` starts it:
+give it cores, as Triton's instances do. It runs the model on the engine Triton serves it
+with (ONNX Runtime or OpenVINO), so the comparison is of serving, not of engines.
+`bench.fastapi_server` starts it:
 
     python -m bench.fastapi_app --model model.onnx --port 8100 [--threads 1] [--workers 1]
+        [--engine onnxruntime|openvino]
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint's annotations at
@@ -13,6 +16,8 @@ give it cores, as Triton's instances do. `bench.fastapi_server` starts it:
 import argparse
 import os
 import socket
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +27,8 @@ from fastapi.concurrency import run_in_threadpool
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 
-def create_app(model: Path, threads: int) -> FastAPI:
+def onnxruntime_logits(model: Path, threads: int) -> tuple[Callable, tuple]:
+    """(x -> logits, the input's per-sample shape) on one ORT session."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -32,7 +38,31 @@ def create_app(model: Path, threads: int) -> FastAPI:
     # The logits only: optimize's models also output probabilities, which Triton's tensor
     # path (the one compared) does not request either.
     first = session.get_outputs()[0].name
-    sample_shape = tuple(meta.shape[1:])
+    return (lambda x: session.run([first], {meta.name: x})[0]), tuple(meta.shape[1:])
+
+
+def openvino_logits(model: Path, threads: int) -> tuple[Callable, tuple]:
+    """(x -> logits, per-sample shape) on one compiled OpenVINO model, with the properties
+    optimize gives Triton's OpenVINO backend; an infer request per threadpool thread."""
+    from optimize.evaluate import openvino_core, openvino_properties
+
+    compiled = openvino_core().compile_model(str(model), "CPU", openvino_properties(threads))
+    local = threading.local()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        if not hasattr(local, "request"):
+            local.request = compiled.create_infer_request()
+        local.request.infer({0: x})
+        return local.request.get_output_tensor(0).data.copy()
+
+    return run, tuple(d.get_length() for d in compiled.input(0).get_partial_shape()[1:])
+
+
+ENGINES = {"onnxruntime": onnxruntime_logits, "openvino": openvino_logits}
+
+
+def create_app(model: Path, threads: int, engine: str = "onnxruntime") -> FastAPI:
+    logits_of, sample_shape = ENGINES[engine](model, threads)
     per_sample = int(np.prod(sample_shape)) * 4
     app = FastAPI()
 
@@ -46,7 +76,7 @@ def create_app(model: Path, threads: int) -> FastAPI:
         if not body or len(body) % per_sample:
             return Response(f"body must be N x {list(sample_shape)} float32", status_code=400)
         x = np.frombuffer(body, dtype=np.float32).reshape(-1, *sample_shape)
-        (logits,) = await run_in_threadpool(session.run, [first], {meta.name: x})
+        logits = await run_in_threadpool(logits_of, x)
         return Response(logits.tobytes(), media_type="application/octet-stream")
 
     return app
@@ -70,11 +100,15 @@ class NoDelayHTTP(AutoHTTPProtocol):
 
 # uvicorn's worker processes build the app from an import string, so its settings travel in
 # the environment they inherit.
-MODEL_ENV, THREADS_ENV = "BENCH_FASTAPI_MODEL", "BENCH_FASTAPI_THREADS"
+MODEL_ENV, THREADS_ENV, ENGINE_ENV = (
+    "BENCH_FASTAPI_MODEL", "BENCH_FASTAPI_THREADS", "BENCH_FASTAPI_ENGINE"
+)  # fmt: skip
 
 
 def app_from_env() -> FastAPI:
-    return create_app(Path(os.environ[MODEL_ENV]), int(os.environ[THREADS_ENV]))
+    return create_app(
+        Path(os.environ[MODEL_ENV]), int(os.environ[THREADS_ENV]), os.environ[ENGINE_ENV]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,10 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--engine", choices=sorted(ENGINES), default="onnxruntime")
     args = p.parse_args(argv)
     import uvicorn
 
     os.environ[MODEL_ENV], os.environ[THREADS_ENV] = str(args.model.absolute()), str(args.threads)
+    os.environ[ENGINE_ENV] = args.engine
     uvicorn.run(
         "bench.fastapi_app:app_from_env",
         factory=True,

@@ -1,4 +1,4 @@
-"""Start and stop the FastAPI + ORT baseline (bench.fastapi_app) in its own process."""
+"""Start and stop the FastAPI baseline (bench.fastapi_app) in its own process."""
 
 from __future__ import annotations
 
@@ -19,9 +19,17 @@ class FastAPIServerError(RuntimeError):
 class FastAPIServer:
     """The baseline in its own process on 127.0.0.1; a context manager that always stops it."""
 
-    def __init__(self, model: Path, port: int, threads: int, log_file: Path, workers: int = 1):
+    def __init__(
+        self,
+        model: Path,
+        port: int,
+        threads: int,
+        log_file: Path,
+        workers: int = 1,
+        engine: str = "onnxruntime",
+    ):
         self.model, self.port, self.threads, self.log_file = model, port, threads, log_file
-        self.workers = workers
+        self.workers, self.engine = workers, engine
         self.process: subprocess.Popen | None = None
 
     @property
@@ -41,6 +49,8 @@ class FastAPIServer:
             str(self.threads),
             "--workers",
             str(self.workers),
+            "--engine",
+            self.engine,
         ]
         with open(self.log_file, "wb") as log:
             self.process = subprocess.Popen(

@@ -16,6 +16,7 @@ from bench.stats import PERCENTILE_RULE  # noqa: E402
 from bench.summary import (  # noqa: E402
     TARGETS,
     analyzer_pairs,
+    engine_pairs,
     fastapi_baseline,
     noise_summary,
     replicas_summary,
@@ -146,7 +147,8 @@ SEARCH_COLUMNS = (
     Col("max batch", "max_batch_size"),
     Col("delay us", "max_queue_delay_us"),
     Col("preferred", lambda r: str(r["preferred_batch_size"])),
-    Col("ORT threads", "intra_op_threads"),
+    Col("threads", "intra_op_threads"),
+    Col("streams", "streams"),
     Col("req/s", "throughput", "{:.1f}"),
     Col("p50", "p50_ms"),
     Col("p99 ms", "p99_ms"),
@@ -253,29 +255,32 @@ def knobs_text(k: dict) -> str:
         if k["dynamic_batching"]
         else "no dynamic batching"
     )
+    engine = k.get("engine", "onnxruntime")
+    streams = f", {k['streams']} stream(s)" if k.get("streams") else ""
     return (
-        f"{k['instances']} instance(s) x {k['intra_op_threads']} ORT thread(s), {batching}, "
-        f"max batch {k['max_batch_size']}"
+        f"{k['instances']} instance(s) x {k['intra_op_threads']} {engine} thread(s){streams}, "
+        f"{batching}, max batch {k['max_batch_size']}"
     )
 
 
 def _fastapi_shapes(results: dict) -> str:
     shapes = sorted(
         {
-            (p.get("workers", 1), p.get("threads"))
+            (p.get("workers", 1), p.get("threads"), p.get("engine", "onnxruntime"))
             for p in select(results["points"], config="fastapi")
         }
     )
     if not shapes:
         return "FastAPI baseline not measured"
-    listed = " and ".join(f"{w} uvicorn worker(s) x {t} ORT thread(s)" for w, t in shapes)
+    listed = " and ".join(f"{w} uvicorn worker(s) x {t} {e} thread(s)" for w, t, e in shapes)
     return f"FastAPI baseline {listed} (the best is compared)"
 
 
 def _threads_statement(results: dict) -> str:
     cfg = results["config"]
     served = ", ".join(
-        f"{name}: {k['instances']} instance(s) x {k['intra_op_threads']} ORT thread(s)"
+        f"{name}: {k['instances']} instance(s) x {k['intra_op_threads']} "
+        f"{k.get('engine', 'onnxruntime')} thread(s)"
         for name, k in results["variants"].items()
     )
     return (
@@ -628,6 +633,34 @@ def _analyzer(r: Run) -> list[str]:
     ]
 
 
+def _engines(r: Run) -> list[str]:
+    e = r.results.get("engines")
+    pairs = engine_pairs(r.points)
+    if not e or not pairs:
+        return []
+    columns = (
+        Col("c", "concurrency"),
+        Col("engine", "engine"),
+        *POINT_STATS[:1],
+        Col("p50", "p50_ms"),
+        Col("p99 ms", "p99_ms"),
+        Col("errors", "errors"),
+        Col("server batch", "avg_batch"),
+        Col("other cores", lambda p: p["noise"]["other_cores"]),
+    )
+    rows = [{**p, "engine": name} for pair in pairs
+            for p, name in zip(pair, ("onnxruntime", "openvino"), strict=True)]  # fmt: skip
+    return [
+        "## The same artifact on each CPU engine",
+        "",
+        f"{e['model']} ({e['variant']}, deployed on {e['deployed']}) loaded with each engine's "
+        "backend, the deployed instances, threads per instance and batching, measured in turn "
+        "by our load generator, one image a request over HTTP.",
+        "",
+        *_table(columns, rows),
+    ]
+
+
 def _noise(r: Run) -> list[str]:
     noise = noise_summary(r.results)
     return [
@@ -670,6 +703,7 @@ SECTIONS = (
     _variants,
     _side_by_side,
     _raw_path,
+    _engines,
     _search,
     _analyzer,
     _replicas,

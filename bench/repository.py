@@ -151,6 +151,8 @@ def serving(config: mc.ModelConfig) -> dict:
             list(config.dynamic_batching.preferred_batch_size) if has_batching else None
         ),
         "max_batch_size": config.max_batch_size,
+        "engine": engine(config),
+        "streams": _parameter(config, "NUM_STREAMS") if engine(config) == "openvino" else None,
     }
 
 
@@ -163,8 +165,10 @@ def variation(
     max_queue_delay_us: int | None = None,
     preferred_batch_size: list[int] | None = None,
     intra_op_threads: int | None = None,
+    streams: int | None = None,
 ) -> mc.ModelConfig:
-    """A copy of `config` with the given serving knobs changed (None: unchanged)."""
+    """A copy of `config` with the given serving knobs changed (None: unchanged). `streams`
+    (OpenVINO's NUM_STREAMS per instance) leaves an ONNX Runtime config as it is."""
     out = mc.ModelConfig()
     out.CopyFrom(config)
     if max_batch_size is not None:
@@ -187,7 +191,25 @@ def variation(
     if intra_op_threads is not None:
         name = THREADS_PARAMETER.get(engine(out), "intra_op_thread_count")
         out.parameters[name].string_value = str(intra_op_threads)
+    if streams is not None and engine(out) == "openvino":
+        out.parameters["NUM_STREAMS"].string_value = str(streams)
     return out
+
+
+def on_engine(config: mc.ModelConfig, engine_name: str) -> mc.ModelConfig:
+    """A copy of `config` served by `engine_name`'s backend with the same instances, threads
+    per instance and batching: the same artifact on the other CPU engine, with the parameters
+    optimize writes for that engine."""
+    from optimize.config import RepositoryConfig
+    from optimize.repository import set_engine
+
+    knobs = serving(config)
+    out = mc.ModelConfig()
+    out.CopyFrom(config)
+    cfg = RepositoryConfig(
+        intra_op_threads=knobs["intra_op_threads"], inter_op_threads=knobs["inter_op_threads"]
+    )
+    return set_engine(out, engine_name, cfg)
 
 
 def to_json(config: mc.ModelConfig) -> str:

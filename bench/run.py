@@ -28,6 +28,7 @@ from bench.repository import (
     Variant,
     discover,
     find_ensemble,
+    on_engine,
     serving,
     variation,
 )
@@ -36,12 +37,13 @@ from bench.summary import find_point
 from contract import ModelSpec
 from contract.atomic import atomic_write_json
 from contract.config import to_dict
+from optimize.config import ENGINES
 from serve.errors import ServerError
 from serve.server import TritonServer, free_port, free_ports
 
 DEFAULT_CONFIG = Path("configs/bench.yaml")
-SERVED = ("sweep", "raw", "openloop", "variants", "dynbatch", "perf_analyzer", "search",
-          "analyzer")  # fmt: skip
+SERVED = ("sweep", "raw", "openloop", "variants", "dynbatch", "perf_analyzer", "engines",
+          "search", "analyzer")  # fmt: skip
 
 
 class UsageError(ValueError):
@@ -306,6 +308,7 @@ class Bench:
             self.section("variants", lambda: self.each_variant(server))
             self.section("dynbatch", lambda: self.dynbatch(server, primary))
             self.section("perf_analyzer", lambda: self.cross_check(server, primary))
+            self.section("engines", lambda: self.engines(server, primary))
             self.section("search", lambda: self.config_search(server, primary))
             self.section("analyzer", lambda: self.versus_analyzer(server, primary))
 
@@ -473,24 +476,32 @@ class Bench:
             "ours": serving(ours),
             "ours_from": "this run's search" if searched else "the deployed config (no search)",
         }
-        self.measure_alternately(server, v, [("search_winner", ours), ("analyzer_winner", theirs)])
+        pair = [("search_winner", ours), ("analyzer_winner", theirs)]
+        self.measure_alternately(server, v, pair, "analyzer", self.cfg.analyzer)
 
-    def measure_alternately(self, server, v: Variant, pair: list[tuple[str, object]]) -> None:
-        """Each (name, config) of `pair` loaded in turn and measured at analyzer.concurrency,
-        A B then B A over the rounds, so a load that drifts favours neither; every point is
+    def engines(self, server, v: Variant) -> None:
+        """The primary variant's artifact on each CPU engine, same instances, threads and
+        batching: what the engine alone is worth when served (summary.json `engine_gain`)."""
+        pair = [(f"engine_{name}", on_engine(v.config, name)) for name in ENGINES]
+        self.results["engines"] = {"deployed": v.engine, "variant": v.name, "model": v.model}
+        self.measure_alternately(server, v, pair, "engines", self.cfg.engines)
+
+    def measure_alternately(self, server, v: Variant, pair, section: str, cfg) -> None:
+        """Each (name, config) of `pair` loaded in turn and measured at cfg.concurrency,
+        A B then B A over cfg.rounds, so a load that drifts favours neither; every point is
         tagged `<name>_round`, and the quietest round of each becomes `<name>`."""
         control = ModelControl(server.http_url, server.admin_headers)
         kept: dict[tuple[str, int], dict] = {}
         try:
-            for r in range(self.cfg.analyzer.rounds):
+            for r in range(cfg.rounds):
                 for name, config in pair if r % 2 == 0 else pair[::-1]:
                     control.load(v.model, config)
                     self.log(f"  {name}: {report.knobs_text(serving(config))}")
-                    for c in self.cfg.analyzer.concurrency:
+                    for c in cfg.concurrency:
                         p = self.point(
                             self.triton(server, v),
                             Load("closed", c),
-                            section="analyzer",
+                            section=section,
                             variant=v.name,
                             protocol="http",
                             config=f"{name}_round",
@@ -516,7 +527,8 @@ class Bench:
         c = self.cfg.served.compare_concurrency
         for shape in self.fastapi_shapes(v):
             log = self.out / f"fastapi_{shape.workers}x{shape.threads}.log"
-            with FastAPIServer(v.onnx, free_port(), shape.threads, log, shape.workers) as api:
+            api = FastAPIServer(v.onnx, free_port(), shape.threads, log, shape.workers, v.engine)
+            with api:
                 self.point(
                     lambda api=api: RawHTTPTarget(f"{api.url}/infer", self.sample(1)),
                     Load("closed", c),
@@ -526,6 +538,7 @@ class Bench:
                     config="fastapi",
                     workers=shape.workers,
                     threads=shape.threads,
+                    engine=v.engine,
                 )
 
     # -- all --------------------------------------------------------------------------------

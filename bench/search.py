@@ -1,7 +1,8 @@
 """Serving config search, what Model Analyzer's brute-force mode does, without Docker or a GPU.
 
-Knobs: instance count, max batch size, preferred batch sizes, max_queue_delay and ORT
-intra-op threads per instance. Each candidate is loaded into the running server through the
+Knobs: instance count, max batch size, preferred batch sizes, max_queue_delay, threads per
+instance (ONNX Runtime's intra-op threads, OpenVINO's INFERENCE_NUM_THREADS) and, for an
+OpenVINO-served model, its NUM_STREAMS. Each candidate is loaded into the running server through the
 load API with a config override (the repository is untouched) and measured at each search
 concurrency; the best mean throughput whose p99 fits the budget at every concurrency wins,
 among the candidates that accept the largest request the clients send (`largest_request`
@@ -28,9 +29,9 @@ from bench.config import SearchConfig
 from bench.repository import serving, to_json, variation, write_config
 
 KNOBS = ("instances", "max_batch_size", "max_queue_delay_us", "preferred_batch_size",
-         "intra_op_threads")  # fmt: skip
+         "intra_op_threads", "streams")  # fmt: skip
 STAGES = (("instances", "max_batch_size", "preferred_batch_size"),
-          ("max_queue_delay_us", "intra_op_threads"))  # fmt: skip
+          ("max_queue_delay_us", "intra_op_threads", "streams"))  # fmt: skip
 
 
 class ModelControl:
@@ -65,6 +66,7 @@ def _grid(cfg: SearchConfig) -> dict[str, list]:
         "max_queue_delay_us": cfg.max_queue_delay_us,
         "preferred_batch_size": [list(p) for p in cfg.preferred_batch_sizes],
         "intra_op_threads": cfg.threads,
+        "streams": cfg.streams,
     }
 
 
@@ -105,7 +107,7 @@ def _describe(cand: dict) -> str:
     return (
         f"instances {cand['instances']}, max batch {cand['max_batch_size']}, delay "
         f"{cand['max_queue_delay_us']} us, preferred {cand['preferred_batch_size']}, threads "
-        f"{cand['intra_op_threads']}"
+        f"{cand['intra_op_threads']}" + (f", streams {cand['streams']}" if cand["streams"] else "")
     )
 
 

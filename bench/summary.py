@@ -360,6 +360,59 @@ def _search_vs_model_analyzer(f: Facts) -> Figure:
     )
 
 
+def engine_pairs(points: list[dict]) -> list[tuple[dict, dict]]:
+    """(ONNX Runtime, OpenVINO) points of the engines section at the same concurrency."""
+    ort = {p["concurrency"]: p for p in select(points, config="engine_onnxruntime")}
+    ov = {p["concurrency"]: p for p in select(points, config="engine_openvino")}
+    return [(ort[c], ov[c]) for c in sorted(ort.keys() & ov.keys())]
+
+
+def _engines_text(pairs: list[tuple[dict, dict]]) -> str:
+    return "; ".join(
+        f"c{o['concurrency']}: ONNX Runtime {o['throughput']:.0f}/s p99 {o['p99_ms']:.2f} ms, "
+        f"OpenVINO {v['throughput']:.0f}/s p99 {v['p99_ms']:.2f} ms"
+        for o, v in pairs
+    )
+
+
+@target(
+    "engine_gain",
+    ">=",
+    1.5,
+    "served images/s of the primary artifact on the engine optimize deployed it on / the same "
+    "artifact on ONNX Runtime, same instances, threads and batching (lowest over the "
+    "concurrencies; 1.0 when ONNX Runtime is the deployed engine)",
+    "the deployed engine is ONNX Runtime, or OpenVINO's kernels gain less on this model",
+    limits="the Python backend's per-request cost and the client share the cores with either "
+    "engine, so a served gain is below the in-process one (optimize's report)",
+)
+def _engine_gain(f: Facts) -> Figure:
+    e = f.results.get("engines")
+    pairs = engine_pairs(f.points)
+    if not e or not pairs:
+        return Figure(None, "needs the engines section")
+    chosen = [v if e["deployed"] == "openvino" else o for o, v in pairs]
+    ratios = [c["throughput"] / o["throughput"] for c, (o, _) in zip(chosen, pairs, strict=True)]
+    detail = f"{e['variant']} deployed on {e['deployed']}; {_engines_text(pairs)}"
+    return Figure(min(ratios), detail)
+
+
+@target(
+    "openvino_vs_onnxruntime",
+    INFO,
+    None,
+    "served images/s of the primary artifact on OpenVINO / on ONNX Runtime, same instances, "
+    "threads and batching, whichever engine is deployed (lowest over the concurrencies)",
+    limits="as engine_gain: the per-request serving cost is the same on both engines and "
+    "dilutes the difference between their kernels",
+)
+def _openvino_vs_onnxruntime(f: Facts) -> Figure:
+    pairs = engine_pairs(f.points)
+    if not pairs:
+        return Figure(None, "needs the engines section")
+    return Figure(min(v["throughput"] / o["throughput"] for o, v in pairs), _engines_text(pairs))
+
+
 # -- the raw path: encoded images to the ensemble (bench.rawpath) ----------------------------
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 from bench_helpers import MODEL, SPEC, build_run_and_repo
 
-from bench.repository import BenchRepoError, discover, find_ensemble, serving, variation
+from bench.repository import (
+    BenchRepoError,
+    discover,
+    find_ensemble,
+    on_engine,
+    serving,
+    variation,
+)
 from serve.repository import add_preprocess_and_ensemble, read_config
 
 # An OpenVINO variant as optimize writes it: NVIDIA's backend reads these names, and ours too.
@@ -38,6 +45,36 @@ def test_an_openvino_variant_is_a_classifier_on_its_engine(repo):
     assert "intra_op_thread_count" not in changed.parameters  # no ONNX Runtime key added
     serving(ov.config)
     assert set(ov.config.parameters) == {"INFERENCE_NUM_THREADS", "NUM_STREAMS"}  # read only
+
+
+def test_streams_are_an_openvino_knob_only(repo):
+    _, _, variants = discover(repo, None)
+    by_engine = {v.engine: v for v in variants}
+    ov = variation(by_engine["openvino"].config, streams=2)
+    assert ov.parameters["NUM_STREAMS"].string_value == "2" and serving(ov)["streams"] == 2
+    ort = by_engine["onnxruntime"].config
+    assert serving(variation(ort, streams=2)) == serving(ort)  # nothing to vary: searched once
+    assert serving(ort)["streams"] is None
+
+
+def test_the_same_artifact_on_the_other_engine_keeps_instances_threads_and_batching(repo):
+    _, _, variants = discover(repo, None)
+    ort = next(v for v in variants if v.engine == "onnxruntime").config
+    base = variation(ort, instances=3, intra_op_threads=2, max_queue_delay_us=100)
+    ov = on_engine(base, "openvino")
+    assert ov.backend == "openvino" and ov.default_model_filename == "model.onnx"
+    assert ov.parameters["INFERENCE_NUM_THREADS"].string_value == "2"
+    assert ov.parameters["ENABLE_BATCH_PADDING"].string_value == "YES"  # as optimize writes
+    assert "intra_op_thread_count" not in ov.parameters
+    same = ("instances", "intra_op_threads", "max_queue_delay_us", "max_batch_size")
+    assert {k: serving(ov)[k] for k in same} == {k: serving(base)[k] for k in same}
+    back = on_engine(ov, "onnxruntime")
+    assert back.backend == "onnxruntime" and set(back.parameters) == {
+        "intra_op_thread_count",
+        "inter_op_thread_count",
+    }
+    assert serving(back) == serving(base)
+    assert base.backend == "onnxruntime"  # a copy: the deployed config is untouched
 
 
 def test_the_ensemble_and_its_two_steps_are_found(repo):

@@ -17,7 +17,7 @@ from serve.repository import read_config
 
 def _cfg(**kw) -> SearchConfig:
     grid = dict(instances=[1, 2], max_batch_sizes=[8, 32], max_queue_delay_us=[0, 500],
-                preferred_batch_sizes=[[], [8]], threads=[1])  # fmt: skip
+                preferred_batch_sizes=[[], [8]], threads=[1], streams=[1])  # fmt: skip
     return SearchConfig(**(grid | kw))
 
 
@@ -30,6 +30,7 @@ def test_grid_is_the_cartesian_product():
         "max_queue_delay_us": 0,
         "preferred_batch_size": [],
         "intra_op_threads": 1,
+        "streams": 1,
     }
     stage1 = candidates(_cfg(), STAGES[0])
     assert len(stage1) == 8 and all(c["max_queue_delay_us"] == 0 for c in stage1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from bench.config import NoiseConfig, PerfAnalyzerConfig, WindowConfig
 from bench.fastapi_server import FastAPIServer
 from bench.loadgen import Load, RawHTTPTarget, TritonTarget, run_point
 from bench.run import main
+from optimize.evaluate import runner
 from serve import procs
 from serve.server import free_port
 
@@ -44,17 +46,30 @@ def test_open_loop_poisson(bench_server):
     assert p["load"] == "open" and p["requests"] > 0 and p["errors"] == 0
 
 
-@pytest.mark.parametrize(("workers", "threads"), [(2, 1), (1, 2)])
-def test_fastapi_baseline_runs_its_workers(tiny, tmp_path, workers, threads):
+@pytest.mark.parametrize(
+    ("workers", "threads", "engine"),
+    [(2, 1, "onnxruntime"), (1, 2, "onnxruntime"), (2, 1, "openvino")],
+)
+def test_fastapi_baseline_runs_its_workers(tiny, tmp_path, workers, threads, engine):
     _, repo = tiny
     model = repo / "tiny_fp32" / "1" / "model.onnx"
-    with FastAPIServer(model, free_port(), threads, tmp_path / "fastapi.log", workers) as api:
+    log = tmp_path / "fastapi.log"
+    with FastAPIServer(model, free_port(), threads, log, workers, engine) as api:
+        # The logits of the engine Triton would serve the model with
+        request = urllib.request.Request(f"{api.url}/infer", SAMPLE.tobytes(), method="POST")
+        with urllib.request.urlopen(request, timeout=10) as r:
+            logits = np.frombuffer(r.read(), np.float32).reshape(len(SAMPLE), -1)
+        expected = runner(model, 1, engine)(SAMPLE)
+        np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
         p = run_point(
             lambda: RawHTTPTarget(f"{api.url}/infer", SAMPLE), Load("closed", 2), SHORT, QUIET
         )
         # uvicorn's supervisor and one process per worker, each serving
         serving = [pid for pid in _tree(api.process.pid) if "spawn_main" in _cmdline(pid)]
         assert len(serving) == (workers if workers > 1 else 0), serving
+        # each worker runs the engine it was given (OpenVINO's library mapped in or not)
+        maps = [Path(f"/proc/{pid}/maps").read_text() for pid in serving or [api.process.pid]]
+        assert all(("libopenvino" in m) == (engine == "openvino") for m in maps)
     assert p["requests"] > 0 and p["errors"] == 0 and "queue_ms" not in p
     assert api.process is None  # stopped
 
@@ -127,6 +142,7 @@ def test_whole_run_writes_every_file(tmp_path, capsys):
             "perf_analyzer.max_trials=3",
             f"analyzer.results={analyzer}",
             "analyzer.concurrency=[4]",
+            "engines.concurrency=[4]",
         ]
     )
     printed = capsys.readouterr().out
@@ -145,6 +161,8 @@ def test_whole_run_writes_every_file(tmp_path, capsys):
         "optimized_vs_eager",
         "optimized_vs_eager_batch1",
         "search_vs_model_analyzer",
+        "engine_gain",
+        "openvino_vs_onnxruntime",
     ):
         assert summary[key] is not None, (key, summary["targets"][key])
     base = summary["fastapi_baseline"]

@@ -188,7 +188,7 @@ def test_report_sections_show_their_data_or_nothing(results):
     assert len(rows) == 4 and "3 instance(s)" in rows[1] and "| 8281 |" in rows[1]
     header = report._header(run)
     assert any("nearest-rank" in line for line in header)
-    assert any("FastAPI baseline 1 uvicorn worker(s) x 2 ORT thread(s) and 2" in line
+    assert any("FastAPI baseline 1 uvicorn worker(s) x 2 onnxruntime thread(s) and 2" in line
                for line in header)  # fmt: skip
 
 
@@ -303,3 +303,33 @@ def test_raw_section_and_what_limits_each_figure(results):
     assert sum(x.startswith("- `") for x in limits) == len(TARGETS)
     inprocess = "\n".join(report._inprocess(run))
     assert "pillow_decode" not in inprocess  # per-image steps are the raw section's
+
+
+def _engines(results, deployed, ort_rps=(1000.0, 1100.0), ov_rps=(1800.0, 1500.0)):
+    results["engines"] = {"deployed": deployed, "variant": "pruned_int8", "model": "m_pruned_int8"}
+    for c, o, v in zip((16, 32), ort_rps, ov_rps, strict=True):
+        results["points"] += [
+            _point(c=c, rps=o, config="engine_onnxruntime", section="engines"),
+            _point(c=c, rps=v, config="engine_openvino", section="engines"),
+        ]
+
+
+def test_engine_gain_is_the_deployed_engine_against_onnx_runtime(results):
+    assert targets(results)["engine_gain"]["value"] is None  # no engines section
+    _engines(results, "openvino")
+    t = targets(results)
+    # the lowest over the concurrencies: 1500 / 1100 at c32
+    assert t["engine_gain"]["value"] == round(1500 / 1100, 3) and t["engine_gain"]["met"] is False
+    assert t["openvino_vs_onnxruntime"]["value"] == round(1500 / 1100, 3)
+
+
+def test_engine_gain_is_one_when_onnx_runtime_is_deployed(results):
+    _engines(results, "onnxruntime", ov_rps=(2000.0, 2400.0))
+    t = targets(results)
+    assert t["engine_gain"]["value"] == 1.0 and t["engine_gain"]["met"] is False
+    assert (
+        t["openvino_vs_onnxruntime"]["value"] == 2.0 and t["openvino_vs_onnxruntime"]["met"] is None
+    )
+    lines = report._engines(report.Run(results, t, ""))
+    assert "deployed on onnxruntime" in lines[2]
+    assert sum(line.startswith("| 16 |") or line.startswith("| 32 |") for line in lines) == 4
