@@ -9,7 +9,7 @@ from tritonclient.grpc import model_config_pb2
 
 from optimize.config import DataConfig, OptimizeConfig, OptimizeError
 from optimize.run import main
-from optimize.variants import Variant, choose_engines, gate, timing_key
+from optimize.variants import Variant, gate
 from serve.repository import read_config
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "optimize.yaml"
@@ -109,26 +109,6 @@ def test_gate_refuses_large_drops_and_keeps_one_tensorrt_model(tiny_spec):
     assert "drop 2.00 points > 1.0" in results["pruned_int8"]["why"]
     assert "one per repository" in results["int8_trt"]["why"]
     assert results["pruned_int8_trt"]["triton_model"] == f"{tiny_spec.name}_trt"
-
-
-def test_each_engine_passes_the_gate_on_its_own_answers(tiny_spec):
-    """An INT8 variant whose accuracy falls on OpenVINO only deploys on ONNX Runtime, even
-    though OpenVINO runs it faster; one that falls on both engines does not deploy."""
-    variants = [Variant(n, "cpu", p, False, Path(n)) for n, p in
-                [("fp32", "fp32"), ("int8", "int8"), ("bad", "int8")]]  # fmt: skip
-    top1 = {"fp32": (0.90, 0.90), "int8": (0.899, 0.86), "bad": (0.85, 0.86)}
-    results = {n: dict(zip(("onnxruntime", "openvino"), ({"top1": t} for t in pair), strict=True))
-               for n, pair in top1.items()}  # fmt: skip
-    gate(variants, results, 1.0, tiny_spec)
-    speed = {"onnxruntime": 100.0, "openvino": 180.0}
-    timings = {timing_key(v.name, e): {"throughput_bs8": speed[e]} for v in variants
-               for e in v.engines}  # fmt: skip
-    choose_engines(variants, results, timings)
-    assert results["int8"]["passing"] == ["onnxruntime"] and results["int8"]["deployed"]
-    assert results["int8"]["engine"] == "onnxruntime"
-    assert "openvino is faster but drops 4.00 points" in results["int8"]["engine_note"]
-    assert results["fp32"]["engine"] == "openvino"  # both pass: the faster serves
-    assert not results["bad"]["deployed"] and "drop 4.00 points" in results["bad"]["why"]
 
 
 @pytest.mark.slow

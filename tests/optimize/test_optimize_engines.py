@@ -1,6 +1,7 @@
 """The engine choice on real models run by both engines: each engine is gated on its own
 answers, and each variant serves on the fastest engine that passes."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,6 +13,11 @@ from optimize.data import Arrays
 from optimize.evaluate import runner
 from optimize.run import evaluate_variants
 from optimize.variants import Variant, choose_engines, gate, timing_key
+
+
+def _timing(images_per_s: float) -> dict:
+    """A timing as optimize.evaluate measures it, as fast at batch 1 as at batch 8."""
+    return {"throughput_bs8": images_per_s, "latency_ms_bs1": 1000.0 / images_per_s}
 
 
 def _model(path, casts: bool):
@@ -63,7 +69,7 @@ def test_the_fastest_passing_engine_serves(variants, test_split):
     results = evaluate_variants(variants, test_split, threads=1)
     gate(variants, results, 1.0, SimpleNamespace(name="m"))
     speed = {"onnxruntime": 300.0, "openvino": 200.0}
-    timings = {timing_key(v.name, e): {"throughput_bs8": speed[e]} for v in variants
+    timings = {timing_key(v.name, e): _timing(speed[e]) for v in variants
                for e in v.engines}  # fmt: skip
     choose_engines(variants, results, timings)
     assert results["fp32"]["engine"] == "onnxruntime"  # both pass: the faster one
@@ -81,9 +87,42 @@ def test_a_faster_engine_the_host_lacks_is_named_as_such(variants, test_split):
     results = evaluate_variants(variants, test_split, threads=1)
     gate(variants, results, 1.0, SimpleNamespace(name="m"), allowed=("onnxruntime",))
     speed = {"onnxruntime": 100.0, "openvino": 250.0}
-    timings = {timing_key(v.name, e): {"throughput_bs8": speed[e]} for v in variants
+    timings = {timing_key(v.name, e): _timing(speed[e]) for v in variants
                for e in v.engines}  # fmt: skip
     choose_engines(variants, results, timings)
     assert results["fp32"]["engine"] == "onnxruntime"
     assert results["fp32"]["engine_note"] == "openvino is faster but not in repository.engines"
     assert results["int8"]["engine"] == "openvino"  # not deployed: its most accurate engine
+
+
+def test_each_engine_passes_the_gate_on_its_own_answers(tiny_spec):
+    """An INT8 variant whose accuracy falls on OpenVINO only deploys on ONNX Runtime, even
+    though OpenVINO runs it faster; one that falls on both engines does not deploy."""
+    variants = [Variant(n, "cpu", p, False, Path(n)) for n, p in
+                [("fp32", "fp32"), ("int8", "int8"), ("bad", "int8")]]  # fmt: skip
+    top1 = {"fp32": (0.90, 0.90), "int8": (0.899, 0.86), "bad": (0.85, 0.86)}
+    results = {n: dict(zip(("onnxruntime", "openvino"), ({"top1": t} for t in pair), strict=True))
+               for n, pair in top1.items()}  # fmt: skip
+    gate(variants, results, 1.0, tiny_spec)
+    speed = {"onnxruntime": 100.0, "openvino": 180.0}
+    timings = {timing_key(v.name, e): _timing(speed[e]) for v in variants
+               for e in v.engines}  # fmt: skip
+    choose_engines(variants, results, timings)
+    assert results["int8"]["passing"] == ["onnxruntime"] and results["int8"]["deployed"]
+    assert results["int8"]["engine"] == "onnxruntime"
+    assert "openvino is faster but drops 4.00 points" in results["int8"]["engine_note"]
+    assert results["fp32"]["engine"] == "openvino"  # both pass: the faster serves
+    assert not results["bad"]["deployed"] and "drop 4.00 points" in results["bad"]["why"]
+
+
+def test_an_engine_much_slower_for_one_image_does_not_serve_for_a_small_gain_at_batch_8(
+    variants, test_split
+):
+    results = evaluate_variants(variants, test_split, threads=1)
+    gate(variants, results, 1.0, SimpleNamespace(name="m"))
+    timings = {timing_key(v.name, "onnxruntime"): _timing(1000.0) for v in variants}
+    # OpenVINO 1% ahead at batch 8, twice as slow for one image (default_pruned_int8's shape)
+    ov = {"throughput_bs8": 1010.0, "latency_ms_bs1": 2.0}
+    timings |= {timing_key(v.name, "openvino"): ov for v in variants}
+    choose_engines(variants, results, timings)
+    assert results["fp32"]["engine"] == "onnxruntime" and results["fp32"]["engine_note"] == ""
