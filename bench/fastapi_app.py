@@ -44,9 +44,10 @@ def onnxruntime_logits(model: Path, threads: int) -> tuple[Callable, tuple]:
 def openvino_logits(model: Path, threads: int) -> tuple[Callable, tuple]:
     """(x -> logits, per-sample shape) on one compiled OpenVINO model, with the properties
     optimize gives Triton's OpenVINO backend; an infer request per threadpool thread."""
-    from optimize.evaluate import openvino_core, openvino_properties
+    from optimize.evaluate import openvino_compile_properties, openvino_core
 
-    compiled = openvino_core().compile_model(str(model), "CPU", openvino_properties(threads))
+    props = openvino_compile_properties(threads)
+    compiled = openvino_core().compile_model(str(model), "CPU", props)
     local = threading.local()
 
     def run(x: np.ndarray) -> np.ndarray:

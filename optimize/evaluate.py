@@ -38,6 +38,13 @@ def openvino_properties(threads: int) -> dict[str, str]:
             "PERFORMANCE_HINT": "LATENCY"}  # fmt: skip
 
 
+def openvino_compile_properties(threads: int) -> dict[str, str]:
+    """What every in-process OpenVINO model here compiles with: the config's properties, and
+    threads left unpinned as serve's backend leaves them (processes that each pin their
+    threads from the first core share one core)."""
+    return {**openvino_properties(threads), "ENABLE_CPU_PINNING": "NO"}
+
+
 @functools.cache
 def openvino_core() -> ov.Core:
     """One OpenVINO runtime for the process. Its CPU plugin points the thread's alternate
@@ -50,7 +57,9 @@ def openvino_core() -> ov.Core:
 def runner(path: Path, threads: int, engine: str = "onnxruntime") -> Runner:
     """The model at `path` on `engine`, batch size free (the batch axis is dynamic)."""
     if engine == "openvino":
-        compiled = openvino_core().compile_model(str(path), "CPU", openvino_properties(threads))
+        compiled = openvino_core().compile_model(
+            str(path), "CPU", openvino_compile_properties(threads)
+        )
         request = compiled.create_infer_request()
 
         def run(x: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from google.protobuf import json_format
 from serve_helpers import SPEC
 
 from optimize.config import RepositoryConfig
-from optimize.evaluate import openvino_properties as measured_properties
+from optimize.evaluate import openvino_compile_properties as measured_properties
 from optimize.repository import RepoModel, model_config
 from serve.backends.backend_core import (
     BackendConfigError,
@@ -49,7 +49,8 @@ def test_openvino_values_are_read_as_the_native_backend_reads_them():
     )  # fmt: skip
     assert props == {"NUM_STREAMS": "AUTO", "PERFORMANCE_HINT": "THROUGHPUT",
                      "INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": "2",
-                     "COMPILATION_NUM_THREADS": "1", "ALLOW_AUTO_BATCHING": "YES"}  # fmt: skip
+                     "COMPILATION_NUM_THREADS": "1", "ALLOW_AUTO_BATCHING": "YES",
+                     "ENABLE_CPU_PINNING": "NO"}  # fmt: skip
     # No precision unless asked: OpenVINO's own default applies, as natively.
     assert "INFERENCE_PRECISION_HINT" not in openvino_properties(config())
     assert openvino_properties(config())["INFERENCE_NUM_THREADS"] == "1"  # ours; native: all
