@@ -78,9 +78,15 @@ def predict(run: Runner, x: np.ndarray, batch_size: int = 256, desc: str = "") -
     return np.concatenate([run(np.ascontiguousarray(x[i : i + batch_size])) for i in bar])
 
 
-def accuracy(run: Runner, x: np.ndarray, y: np.ndarray, desc: str = "") -> dict:
-    m = classification_metrics(predict(run, x, desc=desc), y)
-    return {"top1": m["top1"], "top5": m["top5"], "macro_f1": m["macro_f1"], "n": m["n"]}
+def accuracy(
+    run: Runner, x: np.ndarray, y: np.ndarray, desc: str = "", binary: tuple | None = None
+) -> dict:
+    """top-1, top-5, macro-F1; for a binary task (`binary` = (positive class index,
+    threshold), as training scores it) also its HTER, the mean of FAR and FRR."""
+    positive, threshold = binary or (None, 0.5)
+    m = classification_metrics(predict(run, x, desc=desc), y, positive, threshold)
+    keys = ("top1", "top5", "macro_f1", "n") + (("hter",) if binary else ())
+    return {k: m[k] for k in keys}
 
 
 def _time_calls(run: Runner, x: np.ndarray, seconds: float) -> list[float]:

@@ -45,6 +45,7 @@ from optimize.variants import (
 from train import distributed
 from train.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
 from train.config import TrainConfig
+from train.run import binary_task
 
 STEPS = 8
 
@@ -141,14 +142,16 @@ def quantize_variants(models: dict, work: Path, data: OptimizeData, spec, cfg: O
     return variants, choices
 
 
-def evaluate_variants(variants: list[Variant], data: OptimizeData, threads: int) -> dict:
+def evaluate_variants(
+    variants: list[Variant], data: OptimizeData, threads: int, binary: tuple | None = None
+) -> dict:
     """Test-split accuracy of every variant on every engine that may serve it (threads change
     only the speed, not the answers)."""
     results: dict[str, dict] = {}
     for v in variants:
         for engine in v.engines:
             run = runner(v.path, threads, engine)
-            acc = accuracy(run, data.test.x, data.test.y, f"{v.name} ({engine})")
+            acc = accuracy(run, data.test.x, data.test.y, f"{v.name} ({engine})", binary)
             results.setdefault(v.name, {})[engine] = acc
             print(f"  {v.name:<16} {engine:<12} top-1 {acc['top1']:.4f}")
     return results
@@ -230,7 +233,7 @@ def run(run_dir: Path, cfg: OptimizeConfig) -> dict:
             for v in variants:
                 add_probabilities(v.path, spec)
         with step(seconds, "evaluate", 5, f"evaluating on {len(data.test.y)} test images"):
-            results = evaluate_variants(variants, data, cfg.threads)
+            results = evaluate_variants(variants, data, cfg.threads, binary_task(spec, train_cfg))
             gate(variants, results, cfg.max_accuracy_drop, spec, tuple(cfg.repository.engines))
         with step(seconds, "benchmark", 6, f"timing ({cfg.bench.threads} thread(s) an engine)"):
             timings = time_variants(variants, data, cfg)

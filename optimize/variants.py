@@ -55,13 +55,18 @@ def gate(
     only on `allowed` engines (the backends the serving host has). The repository holds
     one TensorRT model, so the pruned TensorRT graph is preferred when both pass.
     """
-    reference = results[REFERENCE[0]][REFERENCE[1]]["top1"]
+    ref = results[REFERENCE[0]][REFERENCE[1]]
+    reference = ref["top1"]
     trt_chosen = False
     for v in sorted(variants, key=lambda v: not v.pruned):
         r = results[v.name]
         for engine in v.engines:
             acc = r[engine]
             acc["top1_drop"] = round(100 * (reference - acc["top1"]), 3)
+            # reported beside the gate, in points: macro-F1 always, HTER for binary tasks
+            for key in ("macro_f1", "hter"):
+                if key in acc and key in ref:
+                    acc[f"{key}_change"] = round(100 * (acc[key] - ref[key]), 3)
             acc["passed"] = acc["top1_drop"] <= max_drop
         usable = v.engines if v.target == "tensorrt" else [e for e in v.engines if e in allowed]
         passing = [e for e in usable if r[e]["passed"]]
@@ -131,6 +136,9 @@ def rows(variants: list[Variant], results: dict, timings: dict, counts: dict) ->
             "top1": round(acc["top1"], 4),
             "top5": round(acc["top5"], 4),
             "macro_f1": round(acc["macro_f1"], 4),
+            "macro_f1_change": acc.get("macro_f1_change"),
+            "hter": round(acc["hter"], 4) if "hter" in acc else None,
+            "hter_change": acc.get("hter_change"),
             "top1_drop": acc["top1_drop"],
             "deployed": r["deployed"],
             "why": r["why"],

@@ -263,14 +263,20 @@ def run(cfg: TrainConfig) -> dict:
     return metrics
 
 
+def binary_task(spec: ModelSpec, cfg: TrainConfig) -> tuple[int, float] | None:
+    """(positive class index, threshold) for a binary task, None otherwise (optimize scores
+    its variants the same way)."""
+    if spec.num_classes != 2:
+        return None
+    return spec.labels.index(cfg.positive_class) if cfg.positive_class else 1, cfg.binary_threshold
+
+
 def evaluate_run(cfg: TrainConfig, spec: ModelSpec, model: nn.Module, loaders: dict) -> dict:
-    positive = None
-    if spec.num_classes == 2:
-        positive = spec.labels.index(cfg.positive_class) if cfg.positive_class else 1
+    positive, threshold = binary_task(spec, cfg) or (None, cfg.binary_threshold)
     metrics = {}
     for name in ("val", "test"):
         logits, labels = predict(model, loaders[name], desc=f"evaluating {name}")
-        metrics[name] = classification_metrics(logits, labels, positive, cfg.binary_threshold)
+        metrics[name] = classification_metrics(logits, labels, positive, threshold)
     metrics.update(arch=spec.arch, params=sum(p.numel() for p in model.parameters()),
                    labels=list(spec.labels))  # fmt: skip
     return metrics

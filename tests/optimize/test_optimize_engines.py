@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from optimize.data import Arrays
-from optimize.evaluate import runner
+from optimize.evaluate import accuracy, runner
 from optimize.run import evaluate_variants
 from optimize.variants import Variant, choose_engines, gate, timing_key
 
@@ -126,3 +126,21 @@ def test_an_engine_much_slower_for_one_image_does_not_serve_for_a_small_gain_at_
     timings |= {timing_key(v.name, "openvino"): ov for v in variants}
     choose_engines(variants, results, timings)
     assert results["fp32"]["engine"] == "onnxruntime" and results["fp32"]["engine_note"] == ""
+
+
+def test_a_binary_task_reports_hter_and_its_change_beside_the_gate():
+    """Spoof-style binary task: each variant's HTER (mean of FAR and FRR at training's
+    threshold) and its change against FP32, in points; macro-F1's change for any task."""
+    logits = {"fp32": np.array([[2.0, 0.0], [0.0, 2.0], [0.0, 2.0], [2.0, 0.0]]),
+              "int8": np.array([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [2.0, 0.0]])}  # fmt: skip
+    y = np.array([0, 1, 1, 0])
+    results = {n: {e: accuracy(lambda x, n=n: logits[n], y, y, binary=(1, 0.5))
+                   for e in ("onnxruntime", "openvino")} for n in logits}  # fmt: skip
+    assert results["fp32"]["onnxruntime"]["hter"] == 0.0
+    assert results["int8"]["onnxruntime"]["hter"] == 0.25  # FRR 1/2, FAR 0
+    variants = [Variant(n, "cpu", n, False, Path(n)) for n in logits]
+    gate(variants, results, 30.0, SimpleNamespace(name="m"))
+    int8 = results["int8"]["onnxruntime"]
+    assert int8["hter_change"] == 25.0 and int8["top1_drop"] == 25.0
+    assert int8["macro_f1_change"] < 0
+    assert "hter" not in accuracy(lambda x: logits["fp32"], y, y)  # not a binary run
