@@ -220,7 +220,8 @@ def winner(measurements: list[dict], output_repo: Path, model: str) -> dict:
 
 def knobs(w: dict) -> dict:
     """bench.repository.variation's arguments for a winner's serving knobs."""
-    return {"dynamic_batching": w["dynamic_batching"], **{k: w[k] for k in KNOBS}}
+    # .get: a winner.json written before a knob existed leaves that knob unchanged (None)
+    return {"dynamic_batching": w["dynamic_batching"], **{k: w.get(k) for k in KNOBS}}
 
 
 def latest_winner(results: Path, model: str) -> dict | None:

@@ -95,7 +95,7 @@ def test_winner_is_its_best_measurement_with_its_own_figures(tmp_path, tiny):
     assert [m["throughput"] for m in w["default_own"]] == [8092.0, 9178.0]
     assert ma.knobs(w["winner"]) == {
         "dynamic_batching": True, "instances": 3, "max_batch_size": 8, "max_queue_delay_us": 1000,
-        "preferred_batch_size": [], "intra_op_threads": 1,
+        "preferred_batch_size": [], "intra_op_threads": 1, "streams": None,
     }  # fmt: skip
 
 
