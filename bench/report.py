@@ -131,6 +131,15 @@ POINT_STATS = (
     Col("other cores", lambda p: p["noise"]["other_cores"]),
     Col("stable", "stable"),
 )
+# A point of Bench.measure_alternately (the analyzer and engines sections)
+ALTERNATE_STATS = (
+    POINT_STATS[0],
+    Col("p50", "p50_ms"),
+    Col("p99 ms", "p99_ms"),
+    Col("errors", "errors"),
+    Col("server batch", "avg_batch"),
+    Col("other cores", lambda p: p["noise"]["other_cores"]),
+)
 CROSS_CHECK_COLUMNS = (
     Col("protocol", "protocol"),
     Col("c", "concurrency"),
@@ -612,12 +621,7 @@ def _analyzer(r: Run) -> list[str]:
         Col("c", "concurrency"),
         Col("winner of", "who"),
         Col("config", "knobs"),
-        *POINT_STATS[:1],
-        Col("p50", "p50_ms"),
-        Col("p99 ms", "p99_ms"),
-        Col("errors", "errors"),
-        Col("server batch", "avg_batch"),
-        Col("other cores", lambda p: p["noise"]["other_cores"]),
+        *ALTERNATE_STATS,
         Col("its own run: infer/s", "theirs", "{:.0f}"),
         Col("p99 ms", "theirs_p99"),
     )
@@ -638,16 +642,7 @@ def _engines(r: Run) -> list[str]:
     pairs = engine_pairs(r.points)
     if not e or not pairs:
         return []
-    columns = (
-        Col("c", "concurrency"),
-        Col("engine", "engine"),
-        *POINT_STATS[:1],
-        Col("p50", "p50_ms"),
-        Col("p99 ms", "p99_ms"),
-        Col("errors", "errors"),
-        Col("server batch", "avg_batch"),
-        Col("other cores", lambda p: p["noise"]["other_cores"]),
-    )
+    columns = (Col("c", "concurrency"), Col("engine", "engine"), *ALTERNATE_STATS)
     rows = [{**p, "engine": name} for pair in pairs
             for p, name in zip(pair, ("onnxruntime", "openvino"), strict=True)]  # fmt: skip
     return [

@@ -142,11 +142,17 @@ def fastapi_points(points: list[dict], c: int) -> list[dict]:
     return list(latest.values())
 
 
+def paired(points: list[dict], first: str, second: str) -> list[tuple[dict, dict]]:
+    """(config `first`, config `second`) points measured at the same concurrency in this run
+    (what Bench.measure_alternately keeps of each)."""
+    a = {p["concurrency"]: p for p in select(points, config=first)}
+    b = {p["concurrency"]: p for p in select(points, config=second)}
+    return [(a[c], b[c]) for c in sorted(a.keys() & b.keys())]
+
+
 def analyzer_pairs(points: list[dict]) -> list[tuple[dict, dict]]:
     """(ours, Model Analyzer's) winner points measured at the same concurrency in this run."""
-    ours = {p["concurrency"]: p for p in select(points, config="search_winner")}
-    theirs = {p["concurrency"]: p for p in select(points, config="analyzer_winner")}
-    return [(ours[c], theirs[c]) for c in sorted(ours.keys() & theirs.keys())]
+    return paired(points, "search_winner", "analyzer_winner")
 
 
 # -- the targets ---------------------------------------------------------------------------
@@ -362,9 +368,7 @@ def _search_vs_model_analyzer(f: Facts) -> Figure:
 
 def engine_pairs(points: list[dict]) -> list[tuple[dict, dict]]:
     """(ONNX Runtime, OpenVINO) points of the engines section at the same concurrency."""
-    ort = {p["concurrency"]: p for p in select(points, config="engine_onnxruntime")}
-    ov = {p["concurrency"]: p for p in select(points, config="engine_openvino")}
-    return [(ort[c], ov[c]) for c in sorted(ort.keys() & ov.keys())]
+    return paired(points, "engine_onnxruntime", "engine_openvino")
 
 
 def _engines_text(pairs: list[tuple[dict, dict]]) -> str:

@@ -9,14 +9,13 @@ from pathlib import Path
 import numpy as np
 from google.protobuf import json_format
 
+from optimize.config import ENGINES
 from serve.backends.backend_core import (
     BackendConfigError,
     onnxruntime_settings,
     openvino_properties,
 )
 from serve.repository import RepositoryError, read_config
-
-ENGINES = ("onnxruntime", "openvino")
 
 
 class Local:
