@@ -54,6 +54,7 @@ def test_streams_are_an_openvino_knob_only(repo):
     assert ov.parameters["NUM_STREAMS"].string_value == "2" and serving(ov)["streams"] == 2
     ort = by_engine["onnxruntime"].config
     assert serving(variation(ort, streams=2)) == serving(ort)  # nothing to vary: searched once
+    assert "NUM_STREAMS" not in variation(ort, streams=2).parameters
     assert serving(ort)["streams"] is None
 
 
@@ -62,6 +63,7 @@ def test_the_same_artifact_on_the_other_engine_keeps_instances_threads_and_batch
     ort = next(v for v in variants if v.engine == "onnxruntime").config
     base = variation(ort, instances=3, intra_op_threads=2, max_queue_delay_us=100)
     ov = on_engine(base, "openvino")
+    assert base.backend == "onnxruntime"  # a copy: the config it was given is untouched
     assert ov.backend == "openvino" and ov.default_model_filename == "model.onnx"
     assert ov.parameters["INFERENCE_NUM_THREADS"].string_value == "2"
     assert ov.parameters["ENABLE_BATCH_PADDING"].string_value == "YES"  # as optimize writes
@@ -74,7 +76,6 @@ def test_the_same_artifact_on_the_other_engine_keeps_instances_threads_and_batch
         "inter_op_thread_count",
     }
     assert serving(back) == serving(base)
-    assert base.backend == "onnxruntime"  # a copy: the deployed config is untouched
 
 
 def test_the_ensemble_and_its_two_steps_are_found(repo):
