@@ -90,8 +90,8 @@ def openvino_properties(config: dict) -> dict[str, str]:
     Only keys the config sets, with two exceptions: INFERENCE_NUM_THREADS defaults to 1 as in
     our onnxruntime backend (native: all cores), and threads are not pinned to cores. Each
     instance here is a stub process of its own, and OpenVINO pins each process's threads from
-    the first core: two instances of one thread both ran on core 0 (measured: 2 x 230
-    images/s pinned, 2 x 300 not, EfficientNet-Lite0 INT8). NVIDIA's backend runs every
+    the first core: two instances of one thread both ran on core 0 (docs/serve.md, "Threads
+    not pinned", has the figures). NVIDIA's backend runs every
     instance in one process and has no parameter for it. No precision is forced: OpenVINO's
     default applies (bf16 on CPUs with AVX512_BF16, such as this machine's) unless HINT_BF16
     is YES, exactly as natively.
