@@ -15,6 +15,7 @@ import openvino as ov
 from tqdm import tqdm
 
 from optimize.config import BenchConfig
+from serve.backends.backend_core import STATIC_IMAGES, OpenVINOBatches
 from train.metrics import classification_metrics
 
 
@@ -55,18 +56,15 @@ def openvino_core() -> ov.Core:
 
 
 def runner(path: Path, threads: int, engine: str = "onnxruntime") -> Runner:
-    """The model at `path` on `engine`, batch size free (the batch axis is dynamic)."""
+    """The model at `path` on `engine`, any batch size; on OpenVINO, compiled per batch size
+    as serve's backend compiles it (backend_core.OpenVINOBatches, within the same budget)."""
     if engine == "openvino":
-        compiled = openvino_core().compile_model(
-            str(path), "CPU", openvino_compile_properties(threads)
-        )
-        request = compiled.create_infer_request()
-
-        def run(x: np.ndarray) -> np.ndarray:
-            request.infer({0: x})
-            return request.get_output_tensor(0).data.copy()
-
-        return run
+        core = openvino_core()
+        batches = OpenVINOBatches(
+            core, core.read_model(str(path)), openvino_compile_properties(threads),
+            STATIC_IMAGES,
+        )  # fmt: skip
+        return lambda x: batches.infer({0: x})[0]
     sess = session(path, threads)
     feed, first = sess.get_inputs()[0].name, sess.get_outputs()[0].name
     return lambda x: sess.run([first], {feed: x})[0]

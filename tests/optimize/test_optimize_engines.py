@@ -13,6 +13,7 @@ from optimize.data import Arrays
 from optimize.evaluate import accuracy, runner
 from optimize.run import evaluate_variants
 from optimize.variants import Variant, choose_engines, gate, timing_key
+from serve.backends.backend_core import STATIC_IMAGES
 
 
 def _timing(images_per_s: float) -> dict:
@@ -22,8 +23,9 @@ def _timing(images_per_s: float) -> dict:
 
 def _model(path, casts: bool):
     """logits = input, or input through Cast to int8 and back: an out-of-range value wraps
-    around on ONNX Runtime (200 -> -56) and saturates on OpenVINO (200 -> 127); ONNX
-    leaves it undefined, so the two engines legitimately disagree."""
+    around on ONNX Runtime (200 -> -56) and saturates on OpenVINO's dynamic-batch model
+    (200 -> 127; its copies compiled for one batch size wrap); ONNX leaves it undefined, so
+    the engines legitimately disagree."""
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])
     nodes = [helper.make_node("Identity", ["input"], ["logits"])]
@@ -47,11 +49,13 @@ def variants(tmp_path_factory):
 @pytest.fixture(scope="module")
 def test_split():
     """The true class scores 150-200, the others below 120: every image's top-1 survives
-    saturation, and none survives wrapping around."""
+    saturation, and none survives wrapping around. More images than OpenVINO's static copies
+    may hold (STATIC_IMAGES): they run as one batch on its dynamic model."""
+    n = STATIC_IMAGES + 32
     rng = np.random.default_rng(0)
-    x = rng.uniform(0, 120, (64, 4)).astype(np.float32)
-    y = rng.integers(0, 4, 64)
-    x[np.arange(64), y] = rng.uniform(150, 200, 64)
+    x = rng.uniform(0, 120, (n, 4)).astype(np.float32)
+    y = rng.integers(0, 4, n)
+    x[np.arange(n), y] = rng.uniform(150, 200, n)
     return SimpleNamespace(test=Arrays(x, y))
 
 

@@ -1,19 +1,23 @@
-"""serve/backends/backend_core.py's parsers, in process: NVIDIA's parameter names in, the
-engine settings out (the served answers are checked in test_serve_openvino.py)."""
+"""serve/backends/backend_core.py in process: NVIDIA's parameter names in, the engine settings
+out; OpenVINO's static copy per batch size (the served answers are checked in
+test_serve_openvino.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from google.protobuf import json_format
 from serve_helpers import SPEC
 
 from optimize.config import RepositoryConfig
 from optimize.evaluate import openvino_compile_properties as measured_properties
+from optimize.evaluate import openvino_core
 from optimize.repository import RepoModel, model_config
 from serve.backends.backend_core import (
     BackendConfigError,
+    OpenVINOBatches,
     onnxruntime_settings,
     openvino_checks,
     openvino_properties,
@@ -80,3 +84,33 @@ def test_onnxruntime_settings_default_to_one_thread_and_every_optimisation():
     assert onnxruntime_settings(basic)["graph_level"] == "ORT_ENABLE_BASIC"
     with pytest.raises(BackendConfigError, match="'intra_op_thread_count' must be"):
         onnxruntime_settings(config(intra_op_thread_count="two"))
+
+
+def ov_batches(tiny_onnx: Path, budget: int) -> OpenVINOBatches:
+    core = openvino_core()
+    return OpenVINOBatches(core, core.read_model(str(tiny_onnx)), measured_properties(1), budget)
+
+
+def test_openvino_runs_each_batch_size_on_its_own_static_copy_with_the_same_answers(tiny_onnx):
+    batches = ov_batches(tiny_onnx, budget=4)
+    rng = np.random.default_rng(0)
+    for n in (1, 3, 5, 3):
+        x = rng.standard_normal((n, 1, 28, 28)).astype(np.float32)
+        got = batches.infer({"input": x})[0]
+        ran_on = batches.static.get(n, batches.fallback)  # the request whose outputs these are
+        np.testing.assert_array_equal(ran_on.get_output_tensor(0).data, got)
+        want = batches.fallback.infer({"input": x})[0]  # the dynamic batch axis
+        np.testing.assert_array_equal(got, want)
+    # 1 and 3 fit the budget of 4 images; 5 does not and ran on the dynamic model.
+    assert sorted(batches.static) == [1, 3]
+    assert [p.get_partial_shape()[0].get_length() for p in batches.static[3].model_inputs] == [3]
+
+
+def test_the_server_compiles_the_preferred_sizes_first_and_stops_at_the_budget(tiny_onnx):
+    batches = ov_batches(tiny_onnx, budget=10)
+    batches.compile_upfront([5, 1, 2, 3, 4, 1])
+    assert sorted(batches.static) == [1, 2, 5]  # the preferred 5 first; then 3 and 4 do not fit
+    nothing = ov_batches(tiny_onnx, budget=0)  # a model without a batch axis
+    nothing.compile_upfront([1, 2])
+    x = np.zeros((2, 1, 28, 28), np.float32)
+    assert nothing.infer({"input": x})[0].shape == (2, 10) and not nothing.static

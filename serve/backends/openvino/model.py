@@ -8,9 +8,10 @@ ENABLE_BATCH_PADDING, TARGET_DEVICE; backend_core.openvino_properties) and its d
 name (model.xml; optimize writes `default_model_filename: "model.onnx"`).
 
 One difference, in speed only: the native backend compiles a static batch of max_batch_size
-and, with ENABLE_BATCH_PADDING, pads every execution to it; this one keeps the batch axis
-dynamic and runs the images it got. Without ENABLE_BATCH_PADDING both refuse an execution
-whose batch is not max_batch_size, with the native words (docs/serve.md).
+and, with ENABLE_BATCH_PADDING, pads every execution to it; this one runs the images it got,
+on a copy of the model compiled for that batch size (backend_core.OpenVINOBatches). Without
+ENABLE_BATCH_PADDING both refuse an execution whose batch is not max_batch_size, with the
+native words (docs/serve.md).
 """
 
 from __future__ import annotations
@@ -19,11 +20,15 @@ import functools
 from pathlib import Path
 
 import openvino as ov
+import triton_python_backend_utils as pb_utils
 from backend_core import (
+    STATIC_IMAGES,
     BatchingModel,
+    OpenVINOBatches,
     Run,
     openvino_checks,
     openvino_properties,
+    openvino_static_sizes,
     padding_error,
 )
 
@@ -43,15 +48,25 @@ class TritonPythonModel(BatchingModel):
 
     def load(self, path: Path, config: dict) -> tuple[Run, dict]:
         self.pads = openvino_checks(config)
-        compiled = core().compile_model(str(path), "CPU", openvino_properties(config))
-        request = compiled.create_infer_request()
+        max_batch = int(config.get("max_batch_size", 0))
+        self.batches = OpenVINOBatches(
+            core(), core().read_model(str(path)), openvino_properties(config),
+            budget=STATIC_IMAGES if max_batch else 0,  # no batch axis: nothing to compile for
+        )  # fmt: skip
+        self.batches.compile_upfront(openvino_static_sizes(config))
+        sizes = ", ".join(map(str, sorted(self.batches.static))) or "none"
+        pb_utils.Logger.log_info(
+            f"{config['name']}: openvino compiled for batch sizes {sizes} "
+            f"(budget {self.batches.budget} images); other sizes run on the dynamic batch axis"
+        )
+        compiled = self.batches.dynamic
         # A config output the model lacks is reported by BatchingModel.initialize, not here.
-        names = {name for port in compiled.outputs for name in port.get_names()}
-        ports = [compiled.output(c["name"]) for c in config["output"] if c["name"] in names]
+        index = {name: i for i, port in enumerate(compiled.outputs) for name in port.get_names()}
+        outputs = [index[c["name"]] for c in config["output"] if c["name"] in index]
 
         def run(feed):
-            results = request.infer(feed, share_inputs=True)  # outputs are copied out
-            return [results[port] for port in ports]
+            results = self.batches.infer(feed)
+            return [results[i] for i in outputs]
 
         tensors = [*compiled.inputs, *compiled.outputs]
         types = {name: t.get_element_type().to_dtype() for t in tensors for name in t.get_names()}
