@@ -27,7 +27,6 @@ from serve.backends.backend_core import (
     STATIC_IMAGES,
     OpenVINOBatches,
     openvino_properties,
-    openvino_static_sizes,
 )
 from serve.repository import read_config
 
@@ -65,7 +64,7 @@ def main() -> None:
     path = args.model_dir / "1" / (proto.default_model_filename or "model.xml")
     core = openvino_core()
     ours = OpenVINOBatches(core, core.read_model(str(path)), props, STATIC_IMAGES)
-    ours.compile_upfront(openvino_static_sizes(config))
+    ours.compile_upfront(max_batch)
     static_model = native_static(core.read_model(str(path)), max_batch)
     padded = core.compile_model(static_model, "CPU", props).create_infer_request()
     shape = [d.get_length() for d in static_model.input(0).get_partial_shape()]

@@ -28,7 +28,6 @@ SPEC = ModelSpec(
 OV = "tiny_openvino"  # an OpenVINO classifier as optimize writes one, with a batching window
 STRICT = "tiny_openvino_strict"  # no ENABLE_BATCH_PADDING: NVIDIA's static-batch rule applies
 STRICT_BATCH = 4
-OV_PREFERRED = 12  # compiled first: OV's static batch sizes are 1-9 and 12, not 1-10
 # Hand-written as an operator would; the 20 ms batching window lets concurrent test requests
 # reliably meet in one batch.
 CLASSIFIER_CONFIG = """\
@@ -54,7 +53,6 @@ def openvino_config(name: str, max_batch: int, padding: bool) -> str:
     lines = "".join(
         f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}\n' for k, v in params.items()
     )
-    preferred = f" preferred_batch_size: [{OV_PREFERRED}]" if padding else ""
     return f"""\
 name: "{name}"
 backend: "openvino"
@@ -65,7 +63,7 @@ output [
   {{ name: "logits" data_type: TYPE_FP32 dims: [10] label_filename: "labels.txt" }},
   {{ name: "probabilities" data_type: TYPE_FP32 dims: [10] label_filename: "labels.txt" }}
 ]
-dynamic_batching {{ max_queue_delay_microseconds: 20000{preferred} }}
+dynamic_batching {{ max_queue_delay_microseconds: 20000 }}
 instance_group [{{ kind: KIND_CPU count: 1 }}]
 {lines}"""
 

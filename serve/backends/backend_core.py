@@ -164,13 +164,6 @@ def padding_error(max_batch: int, total: int) -> str:
 STATIC_IMAGES = 64
 
 
-def openvino_static_sizes(config: dict) -> list[int]:
-    """The batch sizes a server compiles first: those dynamic batching aims for, then 1, 2,
-    3, ... up to max_batch_size (OpenVINOBatches.compile_upfront takes what fits)."""
-    preferred = config.get("dynamic_batching", {}).get("preferred_batch_size", [])
-    return [*map(int, preferred), *range(1, int(config.get("max_batch_size", 0)) + 1)]
-
-
 class OpenVINOBatches:
     """An OpenVINO model run on a copy compiled for the batch size of each call.
 
@@ -188,12 +181,13 @@ class OpenVINOBatches:
         self.fallback = self.dynamic.create_infer_request()
         self.static: dict[int, object] = {}  # batch size -> its static copy's infer request
 
-    def compile_upfront(self, sizes: list[int]) -> None:
-        """Static copies for `sizes`, in order, each that still fits the budget. A size left
-        out never fits later: `infer` will not compile it while a request waits."""
-        for n in sizes:
-            if n not in self.static:
-                self._compile(n)
+    def compile_upfront(self, max_batch: int) -> None:
+        """Static copies for batch sizes 1, 2, 3, ... up to max_batch while the budget lasts:
+        small batches are the ones a dynamic batcher forms most. A size left out never fits
+        later, so `infer` will not compile while a request waits."""
+        for n in range(1, max_batch + 1):
+            if not self._compile(n):
+                return
 
     def infer(self, feed: dict):
         n = len(next(iter(feed.values())))

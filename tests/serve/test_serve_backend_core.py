@@ -106,11 +106,14 @@ def test_openvino_runs_each_batch_size_on_its_own_static_copy_with_the_same_answ
     assert [p.get_partial_shape()[0].get_length() for p in batches.static[3].model_inputs] == [3]
 
 
-def test_the_server_compiles_the_preferred_sizes_first_and_stops_at_the_budget(tiny_onnx):
+def test_the_server_compiles_the_smallest_sizes_until_the_budget_runs_out(tiny_onnx):
     batches = ov_batches(tiny_onnx, budget=10)
-    batches.compile_upfront([5, 1, 2, 3, 4, 1])
-    assert sorted(batches.static) == [1, 2, 5]  # the preferred 5 first; then 3 and 4 do not fit
+    batches.compile_upfront(max_batch=8)
+    assert sorted(batches.static) == [1, 2, 3, 4]  # 1 + 2 + 3 + 4 = 10; 5 does not fit
+    batches = ov_batches(tiny_onnx, budget=64)
+    batches.compile_upfront(max_batch=3)
+    assert sorted(batches.static) == [1, 2, 3]  # never above max_batch_size
     nothing = ov_batches(tiny_onnx, budget=0)  # a model without a batch axis
-    nothing.compile_upfront([1, 2])
+    nothing.compile_upfront(max_batch=0)
     x = np.zeros((2, 1, 28, 28), np.float32)
     assert nothing.infer({"input": x})[0].shape == (2, 10) and not nothing.static

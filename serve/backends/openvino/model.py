@@ -28,7 +28,6 @@ from backend_core import (
     Run,
     openvino_checks,
     openvino_properties,
-    openvino_static_sizes,
     padding_error,
 )
 
@@ -53,7 +52,7 @@ class TritonPythonModel(BatchingModel):
             core(), core().read_model(str(path)), openvino_properties(config),
             budget=STATIC_IMAGES if max_batch else 0,  # no batch axis: nothing to compile for
         )  # fmt: skip
-        self.batches.compile_upfront(openvino_static_sizes(config))
+        self.batches.compile_upfront(max_batch)
         sizes = ", ".join(map(str, sorted(self.batches.static))) or "none"
         pb_utils.Logger.log_info(
             f"{config['name']}: openvino compiled for batch sizes {sizes} "
