@@ -191,10 +191,9 @@ class OpenVINOBatches:
 
     def infer(self, feed: dict):
         n = len(next(iter(feed.values())))
-        request = self.static.get(n)
-        if request is None and self._compile(n):
-            request = self.static[n]
-        return (request or self.fallback).infer(feed, share_inputs=True)  # outputs are copies
+        if n not in self.static and not self._compile(n):
+            return self.fallback.infer(feed, share_inputs=True)  # outputs are copies
+        return self.static[n].infer(feed, share_inputs=True)
 
     def _compile(self, n: int) -> bool:
         """Compile the static copy for batch size n if it fits in the budget."""
