@@ -293,8 +293,9 @@ def _threads_statement(results: dict) -> str:
         for name, k in results["variants"].items()
     )
     return (
-        f"Threads: in-process ORT intra-op {cfg['inprocess']['threads']} (inter-op 1, "
-        f"sequential); eager torch threads {cfg['inprocess']['eager_threads'] or 'default'}; "
+        f"Threads: in process {cfg['inprocess']['threads']} (each variant on the engine it is "
+        f"served with; ORT inter-op 1, sequential); eager torch threads "
+        f"{cfg['inprocess']['eager_threads'] or 'default'}; "
         f"Triton as deployed ({served}); {_fastapi_shapes(results)}; client: one Python "
         "process, one asyncio loop (extra client processes would take CPU from the server on 2 "
         "cores); perf_analyzer in its own process."
@@ -450,7 +451,7 @@ def _side_by_side(r: Run) -> list[str]:
         lines += [
             f"## Side by side at concurrency {r.c} (`{r.primary}`)",
             "",
-            "FastAPI `W x T`: W uvicorn workers x T ORT threads each.",
+            "FastAPI `W x T`: W uvicorn workers x T threads each, on the engine Triton serves.",
             "",
             *_points_table(
                 list(latest.values()), [Col("server", _server_label), Col("protocol", "protocol")]
