@@ -42,21 +42,30 @@ def onnxruntime_logits(model: Path, threads: int) -> tuple[Callable, tuple]:
 
 
 def openvino_logits(model: Path, threads: int) -> tuple[Callable, tuple]:
-    """(x -> logits, per-sample shape) on one compiled OpenVINO model, with the properties
-    optimize gives Triton's OpenVINO backend; an infer request per threadpool thread."""
+    """(x -> logits, per-sample shape) on OpenVINO compiled as Triton's OpenVINO backend
+    compiles it (backend_core.OpenVINOBatches: a copy per batch size within the budget), with
+    the properties optimize gives that backend; an infer request per threadpool thread."""
     from optimize.evaluate import openvino_compile_properties, openvino_core
+    from serve.backends.backend_core import STATIC_IMAGES, OpenVINOBatches
 
-    props = openvino_compile_properties(threads)
-    compiled = openvino_core().compile_model(str(model), "CPU", props)
+    core = openvino_core()
+    batches = OpenVINOBatches(
+        core, core.read_model(str(model)), openvino_compile_properties(threads), STATIC_IMAGES
+    )
+    compiling = threading.Lock()  # compiled models are thread-safe; compiling one is not
     local = threading.local()
 
     def run(x: np.ndarray) -> np.ndarray:
-        if not hasattr(local, "request"):
-            local.request = compiled.create_infer_request()
-        local.request.infer({0: x})
-        return local.request.get_output_tensor(0).data.copy()
+        with compiling:
+            compiled = batches.compiled_for(len(x))
+        requests = local.__dict__.setdefault("requests", {})
+        if compiled not in requests:
+            requests[compiled] = compiled.create_infer_request()
+        requests[compiled].infer({0: x})
+        return requests[compiled].get_output_tensor(0).data.copy()
 
-    return run, tuple(d.get_length() for d in compiled.input(0).get_partial_shape()[1:])
+    shape = batches.dynamic.input(0).get_partial_shape()[1:]
+    return run, tuple(d.get_length() for d in shape)
 
 
 ENGINES = {"onnxruntime": onnxruntime_logits, "openvino": openvino_logits}

@@ -178,27 +178,31 @@ class OpenVINOBatches:
     def __init__(self, core, model, properties: dict, budget: int):
         self.core, self.model, self.properties, self.budget = core, model, properties, budget
         self.dynamic = core.compile_model(model, "CPU", properties)
-        self.fallback = self.dynamic.create_infer_request()
-        self.static: dict[int, object] = {}  # batch size -> its static copy's infer request
+        self.static: dict = {}  # batch size -> the copy compiled for it
+        self.requests: dict = {}  # compiled model -> this object's infer request on it
 
     def compile_upfront(self, max_batch: int) -> None:
         """Static copies for batch sizes 1, 2, 3, ... up to max_batch while the budget lasts:
         small batches are the ones a dynamic batcher forms most. A size left out never fits
         later, so `infer` will not compile while a request waits."""
         for n in range(1, max_batch + 1):
-            if not self._compile(n):
+            if self.compiled_for(n) is self.dynamic:
                 return
 
-    def infer(self, feed: dict):
-        n = len(next(iter(feed.values())))
-        if n not in self.static and not self._compile(n):
-            return self.fallback.infer(feed, share_inputs=True)  # outputs are copies
-        return self.static[n].infer(feed, share_inputs=True)
+    def compiled_for(self, n: int):
+        """The copy compiled for batch size n (compiled now if it fits the budget), else the
+        dynamic model. Compiled models are thread-safe; infer requests are not."""
+        if n not in self.static and sum(self.static) + n <= self.budget:
+            self.static[n] = self._compile(n)
+        return self.static.get(n, self.dynamic)
 
-    def _compile(self, n: int) -> bool:
-        """Compile the static copy for batch size n if it fits in the budget."""
-        if sum(self.static) + n > self.budget:
-            return False
+    def infer(self, feed: dict):
+        compiled = self.compiled_for(len(next(iter(feed.values()))))
+        if compiled not in self.requests:
+            self.requests[compiled] = compiled.create_infer_request()
+        return self.requests[compiled].infer(feed, share_inputs=True)  # outputs are copies
+
+    def _compile(self, n: int):
         model = self.model.clone()
         shapes = {}
         for port in model.inputs:
@@ -206,9 +210,7 @@ class OpenVINOBatches:
             shape[0] = n
             shapes[port] = shape
         model.reshape(shapes)
-        compiled = self.core.compile_model(model, "CPU", self.properties)
-        self.static[n] = compiled.create_infer_request()
-        return True
+        return self.core.compile_model(model, "CPU", self.properties)
 
 
 # --- The Triton side ---------------------------------------------------------------------------

@@ -97,13 +97,13 @@ def test_openvino_runs_each_batch_size_on_its_own_static_copy_with_the_same_answ
     for n in (1, 3, 5, 3):
         x = rng.standard_normal((n, 1, 28, 28)).astype(np.float32)
         got = batches.infer({"input": x})[0]
-        ran_on = batches.static.get(n, batches.fallback)  # the request whose outputs these are
+        ran_on = batches.requests[batches.static.get(n, batches.dynamic)]  # whose outputs
         np.testing.assert_array_equal(ran_on.get_output_tensor(0).data, got)
-        want = batches.fallback.infer({"input": x})[0]  # the dynamic batch axis
+        want = batches.dynamic.create_infer_request().infer({"input": x})[0]  # dynamic axis
         np.testing.assert_array_equal(got, want)
     # 1 and 3 fit the budget of 4 images; 5 does not and ran on the dynamic model.
     assert sorted(batches.static) == [1, 3]
-    assert [p.get_partial_shape()[0].get_length() for p in batches.static[3].model_inputs] == [3]
+    assert [p.get_partial_shape()[0].get_length() for p in batches.static[3].inputs] == [3]
 
 
 def test_the_server_compiles_the_smallest_sizes_until_the_budget_runs_out(tiny_onnx):
