@@ -240,7 +240,7 @@ def _dynbatch_gain(f: Facts) -> Figure:
     "triton_vs_fastapi_c{c}",
     ">=",
     2.0,
-    "Triton / the best FastAPI+ORT configuration with Triton's total threads, p99 no worse",
+    "Triton / the best FastAPI configuration (same engine, Triton's total threads), p99 no worse",
     "both servers spend most of a request outside the model on 2 cores; Triton's batching "
     "gain is eaten by its Python-backend IPC",
     limits="both servers and the load generator share the 2 cores; FastAPI's Python request "
