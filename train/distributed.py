@@ -43,7 +43,11 @@ def init() -> None:
 
 
 def shutdown() -> None:
+    """Leave the group together: a rank that tears gloo down while another still works (rank 0
+    writing reports, optimize's rank 0 quantizing) was once aborted ("terminate called without
+    an active exception"). A failed rank waits here too; torchrun ends a group that lost one."""
     if active():
+        dist.barrier()
         dist.destroy_process_group()
 
 
