@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -9,6 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from serve.install import with_malloc_env
 from serve.procs import terminate
 
 
@@ -58,6 +60,7 @@ class FastAPIServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                env=with_malloc_env(dict(os.environ)),  # as Triton's: a fair baseline
                 start_new_session=True,
             )
         try:

@@ -17,6 +17,7 @@ from pathlib import Path
 from bench import noise
 from bench.config import InprocessConfig, NoiseConfig
 from contract import ModelSpec
+from serve.install import with_malloc_env
 
 TEST_FILE = Path(__file__).with_name("test_inprocess.py")
 
@@ -92,7 +93,8 @@ def _pytest(case_list: list[dict], cfg: InprocessConfig, workdir: Path, tag: str
     ]  # fmt: skip
     cmd = [sys.executable, "-m", "pytest", str(TEST_FILE), "-q", "-p", "no:cacheprovider",
            *bench_opts]  # fmt: skip
-    env = {**os.environ, "BENCH_INPROCESS_CASES": str(cases_file)}
+    # The server's allocator settings here too: the baseline runs as the served model does.
+    env = with_malloc_env({**os.environ, "BENCH_INPROCESS_CASES": str(cases_file)})
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
     (workdir / f"inprocess_{tag}.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0 or not out_file.is_file():

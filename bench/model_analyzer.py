@@ -33,7 +33,7 @@ from bench.search import KNOBS
 from contract.atomic import atomic_write_json, atomic_write_text
 from serve import procs
 from serve.errors import ServerError
-from serve.install import ensure_backend_dir, server_env, tritonserver_binary
+from serve.install import MALLOC_ENV, ensure_backend_dir, server_env, tritonserver_binary
 from serve.repository import read_config
 from serve.server import free_ports
 
@@ -84,8 +84,8 @@ def machine_settings(repo: Path, out: Path, ports: list[int]) -> dict:
             "metrics_address": "127.0.0.1",
         },
         # The stub finds our interpreter's libpython and, through `python3` on PATH, the
-        # venv's onnxruntime: exactly what `python -m serve` gives tritonserver.
-        "triton_server_environment": {k: env[k] for k in ("LD_LIBRARY_PATH", "PATH")},
+        # venv's onnxruntime; the same allocator settings: what `python -m serve` gives.
+        "triton_server_environment": {k: env[k] for k in ("LD_LIBRARY_PATH", "PATH", *MALLOC_ENV)},
         "triton_http_endpoint": f"127.0.0.1:{http}",
         "triton_grpc_endpoint": f"127.0.0.1:{grpc}",
         "triton_metrics_url": f"http://127.0.0.1:{metrics}/metrics",

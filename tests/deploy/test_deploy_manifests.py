@@ -29,6 +29,7 @@ from serve_helpers import PROJECT_ROOT
 from torch.distributed.run import get_args_parser
 
 from contract.config import load_config
+from serve.install import MALLOC_ENV
 from serve.server import TritonServer
 from train.config import TrainConfig
 from train.run import build_config, parse_args
@@ -151,6 +152,8 @@ def test_ports_are_the_ones_serve_and_the_entrypoint_open(rendered, name):
     dockerfile = (PROJECT_ROOT / "Dockerfile.triton").read_text()
     for key, port in TRITON_PORTS.items():
         assert f"{key.upper()}_PORT={port}" in dockerfile
+    # The image's tritonserver gets the allocator settings `python -m serve` gives it.
+    assert all(f"{k}={v}" in dockerfile for k, v in MALLOC_ENV.items())
     pod, server = triton(rendered[name])
     ports = {p["name"]: p["containerPort"] for p in server["ports"]}
     assert ports == TRITON_PORTS

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
@@ -10,6 +12,8 @@ from serve_helpers import CLASSIFIER, SPEC, png_bytes, triton_refuses
 from tritonclient.utils import InferenceServerException
 
 from contract import preprocess
+from serve.install import MALLOC_ENV
+from serve.procs import stubs
 from serve.server import ADMIN_HEADER, GRPC_SHM_HEADER, SHM_HEADER, ServerError, TritonServer
 
 pytestmark = pytest.mark.slow
@@ -52,6 +56,14 @@ def test_server_and_models_ready(server, http, grpc):
     assert http.is_server_ready() and grpc.is_server_ready()
     for model in (CLASSIFIER, "tiny_preprocess", "tiny"):
         assert http.is_model_ready(model) and grpc.is_model_ready(model)
+
+
+def test_every_stub_runs_with_the_allocator_settings(server):
+    found = stubs(server.process.pid)
+    assert {s.model for s in found} >= {CLASSIFIER, "tiny_preprocess"}
+    for stub in found:
+        environ = Path(f"/proc/{stub.pid}/environ").read_bytes().split(b"\0")
+        assert all(f"{k}={v}".encode() in environ for k, v in MALLOC_ENV.items()), stub
 
 
 def test_http_and_grpc_equal_onnxruntime(http, grpc, ort_session):

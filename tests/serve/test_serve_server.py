@@ -10,7 +10,7 @@ import sysconfig
 import pytest
 from serve_helpers import ADMIN_KEY, SHM_KEY, write_classifier
 
-from serve.install import STAMP, ensure_backend_dir, server_env
+from serve.install import MALLOC_ENV, STAMP, ensure_backend_dir, server_env
 from serve.server import (
     ADMIN_KEY_ENV,
     DISABLED_HEADER,
@@ -62,6 +62,12 @@ def test_server_env_links_our_libpython_and_venv():
     assert libs[0].endswith("nvidia_pytriton.libs") and os.path.isdir(libs[0])
     assert libs[1] == sysconfig.get_config_var("LIBDIR") and libs[-1] == "/opt/x"
     assert env["PATH"].split(os.pathsep)[0] == os.path.dirname(sys.executable)
+
+
+def test_server_env_sets_the_allocator_and_keeps_a_users_own_setting():
+    env = server_env({"PATH": ""})
+    assert all(env[k] == v for k, v in MALLOC_ENV.items())
+    assert server_env({"PATH": "", "MALLOC_TRIM_THRESHOLD_": "0"})["MALLOC_TRIM_THRESHOLD_"] == "0"
 
 
 def test_list_models(tmp_path):
