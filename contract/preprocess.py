@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 
@@ -104,8 +105,18 @@ def preprocess(source: Image.Image | bytes | str | Path, spec: ModelSpec) -> np.
     # shift in place: (x / 255 - mean) / std == x * (1 / (255 std)) - mean / std.
     out = np.empty(chw.shape, dtype=np.float32)
     out[...] = chw
-    std = np.asarray(spec.std, dtype=np.float32)[:, None, None]
-    mean = np.asarray(spec.mean, dtype=np.float32)[:, None, None]
-    out *= np.float32(1.0 / 255.0) / std
-    out -= mean / std
+    scale, shift = _scale_shift(spec.mean, spec.std)
+    out *= scale
+    out -= shift
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _scale_shift(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel float32 1 / (255 std) and mean / std, made once per spec: building them
+    took about a tenth of a 28 px image's preprocessing."""
+    std32 = np.asarray(std, dtype=np.float32)[:, None, None]
+    mean32 = np.asarray(mean, dtype=np.float32)[:, None, None]
+    scale, shift = np.float32(1.0 / 255.0) / std32, mean32 / std32
+    scale.flags.writeable = shift.flags.writeable = False  # shared by every call
+    return scale, shift
