@@ -15,6 +15,7 @@ model in process as its config says), where no stub provides triton_python_backe
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -179,7 +180,14 @@ class OpenVINOBatches:
         self.core, self.model, self.properties, self.budget = core, model, properties, budget
         self.dynamic = core.compile_model(model, "CPU", properties)
         self.static: dict = {}  # batch size -> the copy compiled for it
-        self.requests: dict = {}  # compiled model -> this object's infer request on it
+        self._compiling = threading.Lock()
+        self._local = threading.local()
+
+    @property
+    def requests(self) -> dict:
+        """Compiled model -> the calling thread's infer request on it: compiled models are
+        thread-safe, infer requests are not (the FastAPI baseline calls from a threadpool)."""
+        return self._local.__dict__.setdefault("requests", {})
 
     def compile_upfront(self, max_batch: int) -> None:
         """Static copies for batch sizes 1, 2, 3, ... up to max_batch while the budget lasts:
@@ -191,16 +199,18 @@ class OpenVINOBatches:
 
     def compiled_for(self, n: int):
         """The copy compiled for batch size n (compiled now if it fits the budget), else the
-        dynamic model. Compiled models are thread-safe; infer requests are not."""
-        if n not in self.static and sum(self.static) + n <= self.budget:
-            self.static[n] = self._compile(n)
-        return self.static.get(n, self.dynamic)
+        dynamic model."""
+        with self._compiling:
+            if n not in self.static and sum(self.static) + n <= self.budget:
+                self.static[n] = self._compile(n)
+            return self.static.get(n, self.dynamic)
 
     def infer(self, feed: dict):
         compiled = self.compiled_for(len(next(iter(feed.values()))))
-        if compiled not in self.requests:
-            self.requests[compiled] = compiled.create_infer_request()
-        return self.requests[compiled].infer(feed, share_inputs=True)  # outputs are copies
+        requests = self.requests
+        if compiled not in requests:
+            requests[compiled] = compiled.create_infer_request()
+        return requests[compiled].infer(feed, share_inputs=True)  # outputs are copies
 
     def _compile(self, n: int):
         model = self.model.clone()

@@ -4,6 +4,7 @@ test_serve_openvino.py)."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +118,21 @@ def test_the_server_compiles_the_smallest_sizes_until_the_budget_runs_out(tiny_o
     nothing.compile_upfront(max_batch=0)
     x = np.zeros((2, 1, 28, 28), np.float32)
     assert nothing.infer({"input": x})[0].shape == (2, 10) and not nothing.static
+
+
+def test_each_thread_runs_on_infer_requests_of_its_own(tiny_onnx):
+    batches = ov_batches(tiny_onnx, budget=4)  # the FastAPI baseline calls from a threadpool
+    x = np.zeros((3, 1, 28, 28), np.float32)
+    want = batches.infer({"input": x})[0]
+    theirs = {}
+
+    def other_thread():
+        np.testing.assert_array_equal(batches.infer({"input": x})[0], want)
+        theirs.update(batches.requests)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    mine = batches.requests
+    assert mine.keys() == theirs.keys() == {batches.static[3]}
+    assert mine[batches.static[3]] is not theirs[batches.static[3]]
