@@ -278,11 +278,13 @@ def _terminate(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    finished = False
     try:
         distributed.init()  # `torchrun -m optimize`: the fine-tune runs on every process
         args = parse_args(argv)
         cfg = load_config(OptimizeConfig, args.config, args.overrides).validate()
         run(args.run, cfg)
+        finished = True
     except (ConfigError, SpecError, CheckpointError, OptimizeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -290,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: the previous outputs are untouched", file=sys.stderr)
         return 130
     finally:
-        distributed.shutdown()
+        distributed.shutdown(finished)
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
     return 0

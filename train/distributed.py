@@ -42,12 +42,15 @@ def init() -> None:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (lives as long as the process)
 
 
-def shutdown() -> None:
-    """Leave the group together: a rank that tears gloo down while another still works (rank 0
-    writing reports, optimize's rank 0 quantizing) was once aborted ("terminate called without
-    an active exception"). A failed rank waits here too; torchrun ends a group that lost one."""
+def shutdown(finished: bool) -> None:
+    """Leave the group. `finished`: this rank's work is done, so it waits for the others first:
+    a rank that tore gloo down while another still worked (rank 0 writing reports, optimize's
+    rank 0 quantizing) was once aborted ("terminate called without an active exception"). A
+    rank that failed leaves at once: its peers may be inside a collective it never reaches,
+    and a barrier would hang them all; torchrun ends a group that lost a rank."""
     if active():
-        dist.barrier()
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

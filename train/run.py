@@ -296,9 +296,11 @@ def write_reports(out: Path, cfg: TrainConfig, spec: ModelSpec, metrics: dict) -
 
 
 def main(argv: list[str] | None = None) -> int:
+    finished = False
     try:
         distributed.init()  # under torchrun; one process: nothing
         run(build_config(parse_args(argv)))
+        finished = True
     except (ConfigError, DataError, SpecError, CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -307,5 +309,5 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr)
         return 130
     finally:
-        distributed.shutdown()
+        distributed.shutdown(finished)
     return 0

@@ -76,4 +76,4 @@ if __name__ == "__main__":
     distributed.init()
     result = train_models()
     torch.save(result, Path(sys.argv[1]) / f"rank{distributed.rank()}.pt")
-    distributed.shutdown()
+    distributed.shutdown(finished=True)

@@ -120,3 +120,9 @@ def test_torchrun_optimize_fine_tunes_on_two_processes(tiny_run, tmp_path):
     report = json.loads((run / "optimize_report.json").read_text())
     assert report["prune"]["finetune"]["world_size"] == 2
     assert (tmp_path / "repo" / "tiny" / "config.pbtxt").is_file()
+
+
+def test_a_failed_rank_leaves_without_waiting_for_the_others(tmp_path):
+    result = torchrun(str(WORKER.with_name("leave_worker.py")), str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "rank0").read_text() == "left first"
