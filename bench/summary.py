@@ -165,8 +165,9 @@ def analyzer_pairs(points: list[dict]) -> list[tuple[dict, dict]]:
     "served best images/s / in-process best, same artifact",
     "each served request pays HTTP/gRPC, Triton's Python-backend IPC and the client on the "
     "same cores the model needs; requests of several images spread that cost",
-    limits="the per-request cost (HTTP parsing, the Python backend's IPC, the load generator) "
-    "shares the 2 cores with the model; 32-image requests reach near the in-process rate",
+    limits="the model's kernels run as fast in the stubs as in process (perf); tritonserver "
+    "(HTTP, copies of each request's tensors), the stubs' IPC and the load generator take "
+    "the rest of the 2 cores (docs/bench.md, where the CPU goes)",
 )
 def _served_vs_inprocess(f: Facts) -> Figure:
     best = _best(select(f.points, config="deployed", variant=f.primary, path="tensor"))
