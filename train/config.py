@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from contract.config import ConfigError
+
 
 @dataclass
 class DataConfig:
@@ -112,7 +114,7 @@ class TrainConfig:
                 "name may hold only letters, digits, - and _",
             ),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        problems = [message for ok, message in checks if not ok]
+        if problems:
+            raise ConfigError("; ".join(problems))
         return self

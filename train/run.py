@@ -35,6 +35,7 @@ from train.data import (
     measure_mean_std,
     scan_folder,
 )
+from train.distributed import DistributedError
 from train.engine import FitState, fit, predict
 from train.metrics import classification_metrics
 from train.models import create_model
@@ -301,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         distributed.init()  # under torchrun; one process: nothing
         run(build_config(parse_args(argv)))
         finished = True
-    except (ConfigError, DataError, SpecError, CheckpointError, ValueError) as e:
+    except (ConfigError, DataError, SpecError, CheckpointError, DistributedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,7 +1,9 @@
 import pytest
 import torch
 
+from contract.config import ConfigError
 from train.models import MODELS, create_model
+from train.models.registry import register_model
 
 
 @pytest.mark.parametrize(
@@ -33,5 +35,14 @@ def test_torchvision_state_dict_names():
 
 
 def test_unknown_model():
-    with pytest.raises(ValueError, match="unknown model 'resnet9'"):
+    with pytest.raises(ConfigError, match="unknown model 'resnet9'"):
         create_model("resnet9", 10)
+
+
+def test_a_name_registered_twice_is_refused():
+    def resnet18(num_classes, in_channels=3):  # same name as the real one
+        raise AssertionError("must never replace the registered resnet18")
+
+    with pytest.raises(RuntimeError, match="'resnet18' is registered twice"):
+        register_model(resnet18)
+    assert MODELS["resnet18"] is not resnet18

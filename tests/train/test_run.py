@@ -82,6 +82,11 @@ def test_init_from_and_frozen_backbone(tiny_run, tiny_data, tmp_path, capsys):
         (["optim.lrr=1"], "unknown config key: optim.lrr"),
         (["optim.schedule=linear"], "optim.schedule must be"),
         (["--init-from", "/nonexistent.pt"], "checkpoint not found"),
+        (["model.arch=resnet9"], "unknown model 'resnet9'"),
+        (
+            ["optim.epochs=0", "optim.lr=0"],
+            "optim.epochs must be >= 1; optim.lr must be > 0",  # every problem, in one line
+        ),
     ],
 )
 def test_cli_errors_are_one_line(args, message, tiny_data, tmp_path):
@@ -110,3 +115,15 @@ def test_binary_imbalanced_rgb_folder(make_folder, tmp_path):
     assert test["n"] == 13 and test["positive_class"] == 1
     assert test["hter"] == pytest.approx((test["far"] + test["frr"]) / 2)
     assert 0.0 <= test["roc_auc"] <= 1.0
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch, tiny_data, tmp_path):
+    """main turns the project's own errors into one line; any other ValueError is a bug and
+    must surface with its traceback, not as a tidy 'error:' line."""
+
+    def broken(cfg):
+        raise ValueError("a bug, not a user's mistake")
+
+    monkeypatch.setattr("train.run.run", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["--data", str(tiny_data), f"out_dir={tmp_path}"])
