@@ -14,13 +14,45 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the dataclass."""
 
 
+def _to_bool(value, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "1", "yes", "on"):
+        return True
+    if str(value).lower() in ("false", "0", "no", "off"):
+        return False
+    raise ConfigError(f"{key}: expected true/false, got {value!r}")
+
+
+def _to_number(tp: type):
+    def convert(value, key: str):
+        if isinstance(value, bool):  # YAML's true is an int to Python; never a number here
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value) if tp is float else int(str(value), 0)
+        except ValueError:
+            raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}") from None
+
+    return convert
+
+
+def _to_str(value, key: str) -> str:
+    if isinstance(value, dict | list):
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return str(value)
+
+
+# Scalar type -> converter(value, key); each names the key in its ConfigError.
+_SCALARS = {bool: _to_bool, int: _to_number(int), float: _to_number(float), str: _to_str}
+
+
 def _convert(value, tp, key: str):
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             return None
-        return _convert(value, args[0], key)
+        (inner, *_) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _convert(value, inner, key)
     if origin in (list, tuple):
         (item_tp, *_) = typing.get_args(tp) or (str,)
         if isinstance(value, str):
@@ -29,31 +61,12 @@ def _convert(value, tp, key: str):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         items = [_convert(v, item_tp, key) for v in value]
         return tuple(items) if origin is tuple else items
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if str(value).lower() in ("true", "1", "yes", "on"):
-            return True
-        if str(value).lower() in ("false", "0", "no", "off"):
-            return False
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
-    if tp in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        try:
-            number = float(value) if tp is float else int(str(value), 0)
-        except ValueError:
-            raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}") from None
-        return number
-    if tp is str:
-        if isinstance(value, dict | list):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return str(value)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return _build(tp, value, key + ".")
-    return value
+    convert = _SCALARS.get(tp)
+    return convert(value, key) if convert else value
 
 
 def _build(cls, data: dict, prefix: str = ""):

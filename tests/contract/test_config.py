@@ -26,6 +26,15 @@ def test_defaults_yaml_then_overrides(tmp_path):
     assert cfg == Outer(name="y", flag=True, limit=7, inner=Inner(lr=0.5, steps=[3, 4]))
 
 
+def test_scalars_are_converted_to_the_field_type(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: 12\ninner:\n  lr: 1\n")
+    cfg = load_config(Outer, path, ["limit=0x10", "inner.steps=5,6"])
+    assert (cfg.name, cfg.limit, cfg.inner.lr, cfg.inner.steps) == ("12", 16, 1.0, [5, 6])
+    assert type(cfg.inner.lr) is float and type(cfg.limit) is int
+    assert load_config(Outer, None, ["limit=none"]).limit is None
+
+
 @pytest.mark.parametrize(
     "yaml_text, overrides, message",
     [
@@ -36,6 +45,11 @@ def test_defaults_yaml_then_overrides(tmp_path):
         ("", ["novalue"], "key=value"),
         ("name: [unclosed\n", [], "not valid YAML"),
         ("- a list\n", [], "mapping at the top"),
+        ("limit: true\n", [], "limit: expected a number, got True"),
+        ("", ["limit=7.5"], "limit: expected int, got 7.5"),
+        ("name:\n  a: 1\n", [], "name: expected a string"),
+        ("inner: 3\n", [], "inner: expected a mapping"),
+        ("inner:\n  steps: 3\n", [], "inner.steps: expected a list"),
     ],
 )
 def test_errors_name_the_key(tmp_path, yaml_text, overrides, message):
