@@ -122,8 +122,8 @@ def finetune(
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
     )
-    train_loader = make_loader(train, cfg.batch_size, True, 0, seed, shard=True)
-    val_loader = make_loader(val, 256, False, 0, seed, shard=True)
+    train_loader = make_loader(train, cfg.batch_size, shuffle=True, seed=seed, shard=True)
+    val_loader = make_loader(val, 256, shuffle=False, seed=seed, shard=True)
     best: dict = {}
 
     def keep_best(state, is_best: bool, _blob: dict) -> None:
@@ -145,7 +145,7 @@ def finetune(
 
 
 def grad_batches(train: ImageDataset, n: int, seed: int) -> list:
-    loader = make_loader(train, 64, True, 0, seed)
+    loader = make_loader(train, 64, shuffle=True, seed=seed)
     return [batch for batch, _ in zip(loader, range(n), strict=False)]
 
 

@@ -209,12 +209,12 @@ def class_counts(labels: list[int], num_classes: int) -> np.ndarray:
 def make_loader(
     ds: ImageDataset,
     batch_size: int,
+    *,
     shuffle: bool,
-    workers: int,
     seed: int,
+    workers: int = 0,
     weighted: bool = False,
     num_classes: int = 0,
-    *,
     shard: bool = False,
 ) -> DataLoader:
     """`shard`: under torchrun each rank loads its part (train.distributed) of a global batch

@@ -230,13 +230,20 @@ def run(cfg: TrainConfig) -> dict:
         if init is not None:
             spec = replace(spec, extra={**spec.extra, "init": init})
 
-    workers, n_cls = cfg.data.workers, spec.num_classes
+    n_cls = spec.num_classes
+    common = {"seed": cfg.seed, "workers": cfg.data.workers, "shard": True}
     loaders = {
-        "train": make_loader(datasets["train"], cfg.optim.batch_size, True, workers, cfg.seed,
-                             cfg.imbalance.weighted_sampler, n_cls, shard=True),
-        "val": make_loader(datasets["val"], 256, False, workers, cfg.seed, shard=True),
-        "test": make_loader(datasets["test"], 256, False, workers, cfg.seed, shard=True),
-    }  # fmt: skip
+        "train": make_loader(
+            datasets["train"],
+            cfg.optim.batch_size,
+            shuffle=True,
+            weighted=cfg.imbalance.weighted_sampler,
+            num_classes=n_cls,
+            **common,
+        ),
+        "val": make_loader(datasets["val"], 256, shuffle=False, **common),
+        "test": make_loader(datasets["test"], 256, shuffle=False, **common),
+    }
     if distributed.is_main():
         out.mkdir(parents=True, exist_ok=True)
         save_spec(spec, out / "model_spec.json")

@@ -56,8 +56,8 @@ def loaders(reference: bool) -> tuple[DataLoader, DataLoader]:
         order = DistributedSampler(range(len(train)), 1, 0, shuffle=True, seed=SEED)
         return DataLoader(train, GLOBAL_BATCH, sampler=order), DataLoader(val, 256)
     return (
-        make_loader(train, GLOBAL_BATCH, True, 0, SEED, shard=True),
-        make_loader(val, 256, False, 0, SEED, shard=True),
+        make_loader(train, GLOBAL_BATCH, shuffle=True, seed=SEED, shard=True),
+        make_loader(val, 256, shuffle=False, seed=SEED, shard=True),
     )
 
 
