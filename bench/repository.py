@@ -15,7 +15,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from contract import ModelSpec, load_spec
 from contract.atomic import atomic_write_text
-from serve.repository import config_text, read_config
+from serve.repository import config_text, instance_groups, read_config
 
 VARIANTS = ("fp32", "int8", "pruned", "pruned_int8")  # what optimize deploys for CPU
 # The parameter that holds a model instance's threads, per backend (NVIDIA's native backends
@@ -187,7 +187,7 @@ def variation(
             out.dynamic_batching.preferred_batch_size.extend(sizes)
     if instances is not None:
         del out.instance_group[:]
-        out.instance_group.add(count=instances, kind=mc.ModelInstanceGroup.KIND_CPU)
+        out.instance_group.extend(instance_groups(instances))
     if intra_op_threads is not None:
         name = THREADS_PARAMETER.get(engine(out), "intra_op_thread_count")
         out.parameters[name].string_value = str(intra_op_threads)

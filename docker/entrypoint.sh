@@ -150,7 +150,8 @@ server_args() {
         "--grpc-address=$BIND_ADDRESS" "--grpc-port=$GRPC_PORT" \
         "--metrics-address=$BIND_ADDRESS" "--metrics-port=$METRICS_PORT" \
         "--exit-timeout-secs=10" \
-        "--exit-on-error=false" "--strict-readiness=false"
+        "--exit-on-error=false" "--strict-readiness=false" \
+        "--rate-limit=execution_count"
     restriction "$MODEL_CONTROL_APIS" admin-key "$key"
     restriction "$SHM_APIS" shm-key "$shm_key"
     restriction "$OPERATOR_APIS" admin-key "$key"

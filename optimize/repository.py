@@ -22,7 +22,12 @@ from contract import ModelSpec, SpecError, load_spec, save_spec
 from contract.atomic import staged_dir
 from optimize.config import OptimizeError, RepositoryConfig
 from optimize.evaluate import openvino_properties
-from serve.repository import RepositoryError, add_preprocess_and_ensemble, config_text
+from serve.repository import (
+    RepositoryError,
+    add_preprocess_and_ensemble,
+    config_text,
+    instance_groups,
+)
 
 
 @dataclass
@@ -47,7 +52,7 @@ def model_config(model: RepoModel, spec: ModelSpec, cfg: RepositoryConfig) -> mc
                 for name in (spec.output_name, spec.probabilities_name)],
         dynamic_batching={"preferred_batch_size": cfg.preferred_batch_size,
                           "max_queue_delay_microseconds": cfg.max_queue_delay_microseconds},
-        instance_group=[{"count": cfg.instances, "kind": gpu if model.tensorrt else cpu}],
+        instance_group=instance_groups(cfg.instances, gpu if model.tensorrt else cpu),
     )  # fmt: skip
     if model.tensorrt:
         config.platform = "tensorrt_plan"

@@ -294,6 +294,9 @@ class TritonServer:
             # starts, and wait_ready holds it to its primary models' own ready endpoints.
             "--exit-on-error=false",
             "--strict-readiness=false",
+            # Instance priorities take effect: a lone request runs on the warm first instance
+            # (serve.repository.instance_groups).
+            "--rate-limit=execution_count",
             *self.restrictions(),
         ]
 

@@ -60,7 +60,9 @@ def test_defaults_batch_whatever_queued_on_two_instances(tiny_onnx, tiny_spec, t
     config = _parse(repo / name / "config.pbtxt")
     assert config.HasField("dynamic_batching")
     assert list(config.dynamic_batching.preferred_batch_size) == []
-    assert config.instance_group[0].count == 2
+    # two instances, the first preferred while free (serve.repository.instance_groups)
+    groups = [(g.count, g.rate_limiter.priority) for g in config.instance_group]
+    assert groups == [(1, 1), (1, 1000)]
 
 
 def test_a_failure_mid_write_leaves_the_old_repository(tiny_onnx, tiny_spec, tmp_path, monkeypatch):

@@ -9,10 +9,15 @@ import sys
 import pytest
 from google.protobuf import text_format
 from serve_helpers import CLASSIFIER, CLASSIFIER_CONFIG, MAX_BATCH, SPEC, write_classifier
-from tritonclient.grpc.model_config_pb2 import ModelConfig
+from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInstanceGroup
 
 from contract import load_spec
-from serve.repository import RepositoryError, add_preprocess_and_ensemble, read_config
+from serve.repository import (
+    RepositoryError,
+    add_preprocess_and_ensemble,
+    instance_groups,
+    read_config,
+)
 
 
 def parse(text: str) -> ModelConfig:
@@ -105,4 +110,15 @@ def test_preprocessing_runs_in_as_many_stubs_as_asked(tmp_path):
     write_classifier(tmp_path)
     add_preprocess_and_ensemble(tmp_path, SPEC, CLASSIFIER, MAX_BATCH, instances=3)
     config = read_config(tmp_path / f"{SPEC.name}_preprocess" / "config.pbtxt")
-    assert [g.count for g in config.instance_group] == [3]
+    groups = [(g.count, g.rate_limiter.priority) for g in config.instance_group]
+    assert groups == [(1, 1), (2, 1000)]  # a warm instance first
+
+
+@pytest.mark.parametrize("count", [1, 2, 4])
+def test_instance_groups_prefer_the_first_instance(count):
+    gpu = ModelInstanceGroup.KIND_GPU
+    groups = instance_groups(count, gpu)
+    assert sum(g.count for g in groups) == count and {g.kind for g in groups} == {gpu}
+    first, *others = groups
+    assert (first.count, first.rate_limiter.priority) == (1, 1)
+    assert all(g.rate_limiter.priority == 1000 for g in others)  # lower runs first
