@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from serve_helpers import (
-    ADMIN_KEY,
     CLASSIFIER,
     MAX_BATCH,
     OV,
@@ -17,12 +16,12 @@ from serve_helpers import (
     STRICT,
     STRICT_BATCH,
     export_onnx,
+    local_server,
     openvino_config,
     write_classifier,
 )
 
 from serve.repository import add_preprocess_and_ensemble
-from serve.server import TritonServer, free_ports
 from train.fashion_mnist import SOURCE, build
 
 TINY_PARAMS = {"train_per_class": 40, "test_per_class": 20, "val_fraction": 0.25, "seed": 0}
@@ -92,18 +91,15 @@ def backend_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def server(model_repo, backend_dir, tmp_path_factory):
-    http, grpc, metrics = free_ports(3)
-    with TritonServer(
-        model_repo,
-        http_port=http,
-        grpc_port=grpc,
-        metrics_port=metrics,
-        admin_key=ADMIN_KEY,
-        shm_key=SHM_KEY,
-        backend_dir=backend_dir,
-        log_file=tmp_path_factory.mktemp("logs") / "server.log",
-        ready_timeout=60,
-    ) as s:
+    logs = tmp_path_factory.mktemp("logs")
+    with local_server(model_repo, backend_dir, logs, shm_key=SHM_KEY) as s:
+        yield s
+
+
+@pytest.fixture
+def fresh_server(model_repo, backend_dir, tmp_path):
+    """A server of its own, for a test that changes what the server runs."""
+    with local_server(model_repo, backend_dir, tmp_path) as s:
         yield s
 
 
@@ -123,15 +119,5 @@ def ov_repo(tmp_path_factory, tiny_onnx) -> Path:
 
 @pytest.fixture(scope="session")
 def ov_server(ov_repo, backend_dir, tmp_path_factory):
-    http, grpc, metrics = free_ports(3)
-    with TritonServer(
-        ov_repo,
-        http_port=http,
-        grpc_port=grpc,
-        metrics_port=metrics,
-        admin_key=ADMIN_KEY,
-        backend_dir=backend_dir,
-        log_file=tmp_path_factory.mktemp("openvino_logs") / "server.log",
-        ready_timeout=60,
-    ) as s:
+    with local_server(ov_repo, backend_dir, tmp_path_factory.mktemp("openvino_logs")) as s:
         yield s

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from contract import ModelSpec
+from serve.server import TritonServer, free_ports
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CLASSIFIER = "tiny_onnx"
@@ -43,6 +44,23 @@ dynamic_batching { max_queue_delay_microseconds: 20000 }
 instance_group [{ kind: KIND_CPU count: 1 }]
 parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
 """
+
+
+def local_server(repo: Path, backend_dir: Path, log_dir: Path, **options) -> TritonServer:
+    """A TritonServer as the tests run one: free loopback ports, the admin key, its log in
+    `log_dir`; `options` go to TritonServer (shm_key, restarts, ...)."""
+    http, grpc, metrics = free_ports(3)
+    return TritonServer(
+        repo,
+        http_port=http,
+        grpc_port=grpc,
+        metrics_port=metrics,
+        admin_key=ADMIN_KEY,
+        backend_dir=backend_dir,
+        log_file=log_dir / "server.log",
+        ready_timeout=60,
+        **options,
+    )
 
 
 def openvino_config(name: str, max_batch: int, padding: bool) -> str:

@@ -13,29 +13,17 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 from google.protobuf import json_format
-from serve_helpers import ADMIN_KEY, CLASSIFIER
+from serve_helpers import CLASSIFIER
 
 from serve import procs
 from serve.repository import instance_groups
-from serve.server import TritonServer, free_ports
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def server(model_repo, backend_dir, tmp_path):
-    http, grpc, metrics = free_ports(3)
-    with TritonServer(
-        model_repo,
-        http_port=http,
-        grpc_port=grpc,
-        metrics_port=metrics,
-        admin_key=ADMIN_KEY,
-        backend_dir=backend_dir,
-        log_file=tmp_path / "server.log",
-        ready_timeout=60,
-    ) as s:
-        yield s
+def server(fresh_server):  # these tests reload models: not on the shared session server
+    return fresh_server
 
 
 def wakeups(pid: int) -> int:

@@ -15,10 +15,17 @@ import urllib.request
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
-from serve_helpers import ADMIN_KEY, CLASSIFIER, PROJECT_ROOT, SPEC, write_classifier
+from serve_helpers import (
+    ADMIN_KEY,
+    CLASSIFIER,
+    PROJECT_ROOT,
+    SPEC,
+    local_server,
+    write_classifier,
+)
 
 from serve.procs import children, stubs
-from serve.server import ServerError, TritonServer, free_ports, port_taken
+from serve.server import ServerError, free_ports, port_taken
 
 
 def serve_cmd(*args: str) -> list[str]:
@@ -105,17 +112,8 @@ def test_failed_model_load_shows_the_log_tail(
     if config_edit:
         config = model_dir / "config.pbtxt"
         config.write_text(config.read_text().replace(*config_edit))
-    http, grpc, metrics = free_ports(3)
-    server = TritonServer(
-        tmp_path,
-        http_port=http,
-        grpc_port=grpc,
-        metrics_port=metrics,
-        admin_key=ADMIN_KEY,
-        backend_dir=backend_dir,
-        log_file=tmp_path / "server.log",
-        ready_timeout=60,
-    )
+    server = local_server(tmp_path, backend_dir, tmp_path)
+    http = server.ports["http"]
     with pytest.raises(ServerError) as e:
         server.start()
     first, *tail = str(e.value).splitlines()

@@ -11,27 +11,17 @@ from pathlib import Path
 
 import pytest
 import tritonclient.http as httpclient
-from serve_helpers import ADMIN_KEY
+from serve_helpers import local_server
 
-from serve.server import ServerError, TritonServer, free_ports
+from serve.server import ServerError, TritonServer
 from serve.supervisor import RestartPolicy
 
 pytestmark = pytest.mark.slow
 
 
 def supervised(model_repo, backend_dir, tmp_path, **policy) -> TritonServer:
-    http, grpc, metrics = free_ports(3)
-    return TritonServer(
-        model_repo,
-        http_port=http,
-        grpc_port=grpc,
-        metrics_port=metrics,
-        admin_key=ADMIN_KEY,
-        backend_dir=backend_dir,
-        log_file=tmp_path / "server.log",
-        ready_timeout=60,
-        restarts=RestartPolicy(backoff=0.1, interval=0.05, **policy),
-    )
+    restarts = RestartPolicy(backoff=0.1, interval=0.05, **policy)
+    return local_server(model_repo, backend_dir, tmp_path, restarts=restarts)
 
 
 def wait_for(predicate, seconds: float) -> bool:

@@ -10,29 +10,19 @@ import time
 
 import pytest
 import tritonclient.http as httpclient
-from serve_helpers import ADMIN_KEY, CLASSIFIER
+from serve_helpers import CLASSIFIER
 
 from serve import procs
-from serve.server import TritonServer, free_ports
 
 pytestmark = pytest.mark.slow
-PACKAGES = ("contract", "train", "optimize", "client", "bench", "reliability")
 
 
 @pytest.fixture
-def server(model_repo, backend_dir, tmp_path):
-    http, grpc, metrics = free_ports(3)
-    with TritonServer(
-        model_repo,
-        http_port=http,
-        grpc_port=grpc,
-        metrics_port=metrics,
-        admin_key=ADMIN_KEY,
-        backend_dir=backend_dir,
-        log_file=tmp_path / "server.log",
-        ready_timeout=60,
-    ) as s:
-        yield s
+def server(fresh_server):  # these tests reload models: not on the shared session server
+    return fresh_server
+
+
+PACKAGES = ("contract", "train", "optimize", "client", "bench", "reliability")
 
 
 def wait_for(predicate, seconds: float) -> bool:
