@@ -1,6 +1,6 @@
 """The baseline a user might write instead of Triton: FastAPI + uvicorn + one model session.
 
-A benchmark baseline, not a product. It is the careful version of that script: raw float32
+A benchmark baseline, not a product. It is the careful version of that script: the raw tensor
 bytes in and out (no JSON encoding of tensors), ORT run in the threadpool so the event loop
 keeps accepting requests, no batching; uvicorn's own workers (processes sharing the port)
 give it cores, as Triton's instances do. It runs the model on the engine Triton serves it
@@ -27,7 +27,7 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 
 def onnxruntime_logits(model: Path, threads: int) -> tuple[Callable, tuple]:
-    """(x -> logits, the input's per-sample shape) on one ORT session."""
+    """(x -> logits, the input's per-sample shape, its dtype) on one ORT session."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -37,11 +37,12 @@ def onnxruntime_logits(model: Path, threads: int) -> tuple[Callable, tuple]:
     # The logits only: optimize's models also output probabilities, which Triton's tensor
     # path (the one compared) does not request either.
     first = session.get_outputs()[0].name
-    return (lambda x: session.run([first], {meta.name: x})[0]), tuple(meta.shape[1:])
+    dtype = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32}[meta.type]
+    return (lambda x: session.run([first], {meta.name: x})[0]), tuple(meta.shape[1:]), dtype
 
 
 def openvino_logits(model: Path, threads: int) -> tuple[Callable, tuple]:
-    """(x -> logits, per-sample shape) on OpenVINO compiled as Triton's OpenVINO backend
+    """(x -> logits, per-sample shape, dtype) on OpenVINO compiled as Triton's OpenVINO backend
     compiles it (backend_core.OpenVINOBatches: a copy per batch size within the budget), with
     the properties optimize gives that backend; an infer request per threadpool thread."""
     from optimize.evaluate import openvino_compile_properties, openvino_core
@@ -51,16 +52,17 @@ def openvino_logits(model: Path, threads: int) -> tuple[Callable, tuple]:
     batches = OpenVINOBatches(
         core, core.read_model(str(model)), openvino_compile_properties(threads), STATIC_IMAGES
     )
-    shape = batches.dynamic.input(0).get_partial_shape()[1:]
-    return (lambda x: batches.infer({0: x})[0]), tuple(d.get_length() for d in shape)
+    port = batches.dynamic.input(0)
+    shape = tuple(d.get_length() for d in port.get_partial_shape()[1:])
+    return (lambda x: batches.infer({0: x})[0]), shape, port.get_element_type().to_dtype()
 
 
 ENGINES = {"onnxruntime": onnxruntime_logits, "openvino": openvino_logits}
 
 
 def create_app(model: Path, threads: int, engine: str = "onnxruntime") -> FastAPI:
-    logits_of, sample_shape = ENGINES[engine](model, threads)
-    per_sample = int(np.prod(sample_shape)) * 4
+    logits_of, sample_shape, dtype = ENGINES[engine](model, threads)
+    per_sample = int(np.prod(sample_shape)) * np.dtype(dtype).itemsize
     app = FastAPI()
 
     @app.get("/health")
@@ -71,8 +73,9 @@ def create_app(model: Path, threads: int, engine: str = "onnxruntime") -> FastAP
     async def infer(request: Request) -> Response:
         body = await request.body()
         if not body or len(body) % per_sample:
-            return Response(f"body must be N x {list(sample_shape)} float32", status_code=400)
-        x = np.frombuffer(body, dtype=np.float32).reshape(-1, *sample_shape)
+            message = f"body must be N x {list(sample_shape)} {np.dtype(dtype).name}"
+            return Response(message, status_code=400)
+        x = np.frombuffer(body, dtype=dtype).reshape(-1, *sample_shape)
         logits = await run_in_threadpool(logits_of, x)
         return Response(logits.tobytes(), media_type="application/octet-stream")
 

@@ -64,6 +64,7 @@ def cases(
                         "batch": batch,
                         "threads": threads,
                         "shape": shape,
+                        "dtype": spec.dtype,  # the served models' input: pixels or floats
                     }
                 )
     return out

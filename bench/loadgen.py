@@ -23,7 +23,7 @@ from bench import noise, triton_stats
 from bench.config import NoiseConfig, WindowConfig
 from bench.rawhttp import RawHTTPClient
 from bench.stats import merge, stable, summarize, window_of
-from contract.spec import PROBABILITIES
+from contract.spec import DTYPES, PROBABILITIES
 from serve.server import is_loopback
 
 STOP_GRACE_S = 2.0  # pending requests get this long to finish after the point ends
@@ -50,18 +50,18 @@ def _check_loopback(url: str) -> None:
 
 @dataclass(frozen=True)
 class Request:
-    """One prebuilt request's input: FP32 images [batch, C, H, W], or BYTES [batch, 1] encoded
-    image files (the ensemble's input)."""
+    """One prebuilt request's input: images [batch, C, H, W] (FP32, or UINT8 pixels), or BYTES
+    [batch, 1] encoded image files (the ensemble's input)."""
 
     input_name: str
-    datatype: str  # "FP32" | "BYTES"
+    datatype: str  # "FP32" | "UINT8" | "BYTES"
     array: np.ndarray
 
     @property
     def data(self) -> bytes:
         if self.datatype == "BYTES":
             return serialize_byte_tensor(self.array).item()  # a 0-d object array of the bytes
-        return self.array.astype(np.float32).tobytes()
+        return np.ascontiguousarray(self.array).tobytes()  # the array is of the datatype
 
 
 class TritonTarget:
@@ -75,7 +75,7 @@ class TritonTarget:
     """
 
     def __init__(self, http_url: str, grpc_url: str, protocol: str, model: str, spec, sample):
-        requests = [Request(spec.input_name, "FP32", sample)]
+        requests = [Request(spec.input_name, DTYPES[spec.dtype], sample)]
         self._init(http_url, grpc_url, protocol, model, requests, spec.output_name)
         self.name = f"triton-{protocol}"
 
@@ -215,7 +215,7 @@ def infer_request(request: Request, output: str) -> tuple[bytes, dict[str, str]]
 
 
 class RawHTTPTarget:
-    """POST the input as raw float32 bytes (the FastAPI baseline's protocol), with the same
+    """POST the input as its raw bytes (the FastAPI baseline's protocol), with the same
     lean client as the Triton HTTP target: the comparison measures the servers."""
 
     name = "fastapi-http"

@@ -31,7 +31,7 @@ class PipelineError(RuntimeError):
 
 
 def _worker(model, engine, spec_path, files, batch, threads, seconds, ready, start, results):
-    from contract import load_spec, preprocess
+    from contract import load_spec, model_input
     from optimize.evaluate import runner
 
     spec, run = load_spec(spec_path), runner(Path(model), threads, engine)
@@ -39,7 +39,7 @@ def _worker(model, engine, spec_path, files, batch, threads, seconds, ready, sta
 
     def step(i: int) -> None:
         chosen = (images[(i * batch + j) % len(images)] for j in range(batch))
-        run(np.stack([preprocess(data, spec) for data in chosen]))
+        run(np.stack([model_input(data, spec) for data in chosen]))
 
     for i in range(WARMUP_STEPS):
         step(i)

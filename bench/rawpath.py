@@ -21,7 +21,7 @@ from bench.loadgen import EnsembleTarget, Load
 from bench.repository import Ensemble, Variant, serving, variation, write_config
 from bench.search import KNOBS, ModelControl
 from bench.summary import find_point, select
-from contract import preprocess
+from contract import model_input
 
 # Served logits against in-process ones for the same images: the same engine and model file,
 # so any difference beyond float noise is a preprocessing or routing fault.
@@ -145,7 +145,7 @@ class RawPath:
         finally:
             client.close()
         local = runner(self.variant.onnx, 1, self.variant.engine)
-        expected = local(np.stack([preprocess(d, spec) for d in data]))
+        expected = local(np.stack([model_input(d, spec) for d in data]))
         diff = float(np.abs(served - expected).max())
         agree = int((served.argmax(1) == expected.argmax(1)).sum())
         ok = agree == n and diff <= ANSWER_TOLERANCE

@@ -148,7 +148,10 @@ class Bench:
         if batch not in self.samples:
             rng = np.random.default_rng(self.cfg.served.seed)
             shape = (batch, self.spec.channels, self.spec.height, self.spec.width)
-            self.samples[batch] = rng.standard_normal(shape).astype(np.float32)
+            if self.spec.dtype == "uint8":
+                self.samples[batch] = rng.integers(0, 256, shape, dtype=np.uint8)
+            else:
+                self.samples[batch] = rng.standard_normal(shape).astype(np.float32)
         return self.samples[batch]
 
     def log(self, text: str) -> None:

@@ -4,7 +4,8 @@ Every target is one function registered with `@target(...)` in TARGETS, together
 operator, threshold, meaning, the reason it is missed when it is, and what limits the figure
 on this machine's 2 cores. A key may hold `{c}`: the comparison concurrency
 (`served.compare_concurrency`) it was measured at. Served points carry `path`: "tensor"
-(float tensors to a classifier) or "raw" (encoded images to the ensemble, bench.rawpath).
+(tensors to a classifier: uint8 pixels or floats, as it takes them) or "raw" (encoded
+images to the ensemble, bench.rawpath).
 """
 
 from __future__ import annotations

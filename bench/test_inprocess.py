@@ -22,8 +22,11 @@ CASES = json.loads(Path(os.environ[CASES_ENV]).read_text()) if os.environ.get(CA
 
 
 def _images(case: dict) -> np.ndarray:
-    x = np.random.default_rng(0).standard_normal((case["batch"], *case["shape"]))
-    return x.astype(np.float32)
+    """Random inputs of the case's shape: uint8 pixels, or normalised-looking floats (eager)."""
+    rng, shape = np.random.default_rng(0), (case["batch"], *case["shape"])
+    if case.get("dtype") == "uint8":
+        return rng.integers(0, 256, shape, dtype=np.uint8)
+    return rng.standard_normal(shape).astype(np.float32)
 
 
 def _onnx_runner(case: dict):

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from tritonclient.utils import InferenceServerException
 
+from contract.spec import DTYPES
+
 # Mirrors serve.server: a client host need not have the serve stage installed.
 ADMIN_KEY_ENV = "TRITON_ADMIN_KEY"
 ADMIN_HEADER = "admin-key"
@@ -80,10 +82,14 @@ class Policy:
     backoff: float = 0.5  # seconds before the first retry, doubled for each next one
 
 
+# The tensors a classifier may take (contract.spec.DTYPES), by their config spelling.
+TENSOR_DTYPES = {f"TYPE_{name}": dtype for dtype, name in DTYPES.items()}
+
+
 @dataclass(frozen=True)
 class Tensor:
     name: str
-    data_type: str  # config spelling: TYPE_FP32, TYPE_STRING
+    data_type: str  # config spelling: TYPE_FP32, TYPE_UINT8, TYPE_STRING
     dims: tuple[int, ...]
     labeled: bool = False  # has label_filename: the classification extension names classes
 
@@ -128,7 +134,12 @@ class ModelInfo:
 
     @property
     def takes_tensor(self) -> bool:
-        return len(self.inputs) == 1 and self.inputs[0].data_type == "TYPE_FP32"
+        return len(self.inputs) == 1 and self.inputs[0].data_type in TENSOR_DTYPES
+
+    @property
+    def tensor_dtype(self) -> str:
+        """The contract's dtype of the tensor this model takes: float32 or uint8 pixels."""
+        return TENSOR_DTYPES[self.inputs[0].data_type]
 
     @property
     def classifier(self) -> str | None:

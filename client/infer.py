@@ -20,7 +20,7 @@ import os  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from contextlib import nullcontext  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+from dataclasses import dataclass, replace  # noqa: E402
 
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -36,8 +36,8 @@ from client.connection import (  # noqa: E402
     one_line,
 )
 from client.shm import SharedInputs  # noqa: E402
-from contract import ImageError, ModelSpec, SpecError, load_image, load_spec, preprocess  # noqa: E402
-from contract.spec import PROBABILITIES  # noqa: E402
+from contract import ImageError, ModelSpec, SpecError, load_image, load_spec, model_input  # noqa: E402
+from contract.spec import DTYPES, PROBABILITIES  # noqa: E402
 
 EXIT_OK, EXIT_ERROR, EXIT_SKIPPED = 0, 1, 3  # argparse exits 2 on bad flags
 
@@ -206,7 +206,7 @@ def _check_kind(model: ModelInfo, send: str) -> None:
         )
     if send == "tensor" and not model.takes_tensor:
         hint = ": it takes image bytes, use --send raw" if model.takes_bytes else ""
-        raise ClientError(f"model '{model.name}' does not take one FP32 tensor{hint}")
+        raise ClientError(f"model '{model.name}' does not take one FP32 or UINT8 tensor{hint}")
     if model.max_batch_size < 1:
         raise ClientError(f"model '{model.name}' does not batch (max_batch_size 0): unsupported")
     if not model.outputs:
@@ -262,7 +262,8 @@ def load_fitting_spec(triton: Triton, model: ModelInfo, args: argparse.Namespace
             f"{path} does not fit model '{model.name}': the spec makes '{spec.input_name}' "
             f"{list(want)}, the model takes '{tensor.name}' {list(tensor.dims)}"
         )
-    return spec
+    # Pixels or normalised floats, as the model takes them (a run's own spec says float32).
+    return replace(spec, dtype=model.tensor_dtype)
 
 
 def parse_class(entry: bytes) -> tuple[str, float, int]:
@@ -300,7 +301,7 @@ class Classifier:
         if self.spec is None:
             load_image(path)  # decoded here, so a broken file cannot sink its whole batch
             return path.read_bytes()
-        return preprocess(path, self.spec)
+        return model_input(path, self.spec)
 
     def batch(self, paths: list[Path]) -> list[Outcome]:
         outcomes: dict[int, Outcome] = {}
@@ -333,7 +334,7 @@ class Classifier:
         else:
             array = np.stack(payloads)
             make = self.shared.input if self.shared else self.triton.input
-            tensor = make(self.input.name, array, "FP32")
+            tensor = make(self.input.name, array, DTYPES[self.spec.dtype])
         class_count = self.top_k if self.output.labeled else 0
         requested = [self.triton.output(self.output.name, class_count)]
         result = self.triton.infer(self.model.name, [tensor], requested)
@@ -400,7 +401,8 @@ def classify_all(triton: Triton, args: argparse.Namespace, paths: list[Path]) ->
     batch_size = min(args.batch_size, model.max_batch_size)
     shared = None
     if args.shared_memory:
-        shared = SharedInputs(triton, batch_size * 4 * spec.channels * spec.height * spec.width)
+        item = np.dtype(spec.dtype).itemsize
+        shared = SharedInputs(triton, batch_size * item * spec.channels * spec.height * spec.width)
     failed, done = 0, []
     quiet = len(paths) <= batch_size or not sys.stderr.isatty()
     classifier = Classifier(triton, model, spec, _top_k(model, args.top_k), shared, args.scores)

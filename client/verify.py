@@ -39,8 +39,9 @@ from client.connection import (  # noqa: E402
     Triton,
 )
 from client.infer import non_negative, positive  # noqa: E402
-from contract import ImageError, ModelSpec, SpecError, load_spec, preprocess  # noqa: E402
+from contract import ImageError, ModelSpec, SpecError, load_spec, model_input  # noqa: E402
 from contract.atomic import atomic_write_json  # noqa: E402
+from contract.spec import DTYPES  # noqa: E402
 from serve.local import Local  # noqa: E402
 from serve.repository import RepositoryError  # noqa: E402
 
@@ -139,7 +140,7 @@ def load_sample(args: argparse.Namespace, report: dict, spec: ModelSpec) -> Samp
     paths, ys, xs, skipped = [], [], [], []
     for i in tqdm(chosen, desc="preprocess", unit="img", file=sys.stderr, disable=None):
         try:
-            xs.append(preprocess(files[i], spec))
+            xs.append(model_input(files[i], spec))
         except ImageError as e:
             skipped.append(str(e))
             continue
@@ -172,7 +173,7 @@ def run_server(
 ) -> np.ndarray:
     """Full score rows for every batch, through `model`; any rejection fails the check."""
     tensor, output = model.inputs[0], model.outputs[0]
-    datatype = "BYTES" if model.takes_bytes else "FP32"
+    datatype = "BYTES" if model.takes_bytes else DTYPES[model.tensor_dtype]
 
     def infer(i: int) -> np.ndarray:
         request = [triton.input(tensor.name, batches[i], datatype)]
@@ -259,7 +260,8 @@ def verify(args: argparse.Namespace) -> int:
             raise ClientError(f"model '{spec.name}' is not an ensemble that takes image bytes")
         classifier = triton.model(ensemble.classifier)
         local = local_model(args.repo / classifier.name)
-        sample = load_sample(args, report, spec)
+        # The run's spec (float32) with the classifier's input dtype: pixels or floats.
+        sample = load_sample(args, report, replace(spec, dtype=classifier.tensor_dtype))
         batch = min(args.batch_size, ensemble.max_batch_size, classifier.max_batch_size)
         starts = range(0, len(sample.paths), batch)
         encoded = [

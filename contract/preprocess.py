@@ -95,20 +95,49 @@ def _resize(img: Image.Image, spec: ModelSpec) -> Image.Image:
     return img
 
 
-def preprocess(source: Image.Image | bytes | str | Path, spec: ModelSpec) -> np.ndarray:
-    """Return a float32 array of shape (channels, height, width), normalized per the spec."""
+def _chw(source: Image.Image | bytes | str | Path, spec: ModelSpec) -> np.ndarray:
+    """The decoded, converted, resized image as a uint8 (C, H, W) view of its HWC pixels."""
     fits = round(spec.resize_scale * max(spec.height, spec.width))  # the resize's input side
     img = _resize(_to_mode(load_image(source, fits), spec.color_mode), spec)
-    pixels = np.asarray(img)  # uint8, H x W (L) or H x W x 3 (RGB)
-    chw = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
-    # Transpose as uint8 and convert once into a contiguous float array, then scale and
-    # shift in place: (x / 255 - mean) / std == x * (1 / (255 std)) - mean / std.
-    out = np.empty(chw.shape, dtype=np.float32)
-    out[...] = chw
-    scale, shift = _scale_shift(spec.mean, spec.std)
+    array = np.asarray(img)  # uint8, H x W (L) or H x W x 3 (RGB)
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def pixels(source: Image.Image | bytes | str | Path, spec: ModelSpec) -> np.ndarray:
+    """Return the image as contiguous uint8 (channels, height, width), not yet normalised."""
+    return np.ascontiguousarray(_chw(source, spec))
+
+
+def normalize(pixels: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """uint8 pixels (..., C, H, W) -> float32 (x / 255 - mean) / std, as
+    x * (1 / (255 std)) - mean / std: one conversion, then scale and shift in place. A served
+    model that takes uint8 runs these very float32 operations first (optimize.export)."""
+    out = np.empty(pixels.shape, dtype=np.float32)
+    out[...] = pixels
+    scale, shift = scale_shift(spec)
     out *= scale
     out -= shift
     return out
+
+
+def preprocess(source: Image.Image | bytes | str | Path, spec: ModelSpec) -> np.ndarray:
+    """Return a float32 array of shape (channels, height, width), normalized per the spec."""
+    return normalize(_chw(source, spec), spec)  # the strided view: one copy, not two
+
+
+# What a served model takes, by the spec's dtype: normalised floats, or the pixels when the
+# model normalises them itself (4x fewer bytes through the server).
+MODEL_INPUTS = {"float32": preprocess, "uint8": pixels}
+
+
+def model_input(source: Image.Image | bytes | str | Path, spec: ModelSpec) -> np.ndarray:
+    """The array a model with this spec takes for one image (its dtype is the spec's)."""
+    return MODEL_INPUTS[spec.dtype](source, spec)
+
+
+def scale_shift(spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel float32 1 / (255 std) and mean / std, shaped (C, 1, 1)."""
+    return _scale_shift(tuple(spec.mean), tuple(spec.std))
 
 
 @functools.lru_cache(maxsize=16)

@@ -13,6 +13,7 @@ SPEC_VERSION = 1
 COLOR_MODES = {"L": 1, "RGB": 3}  # PIL mode -> channel count
 RESIZE_POLICIES = ("resize", "resize_center_crop")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+DTYPES = {"float32": "FP32", "uint8": "UINT8"}  # model input dtype -> Triton's name
 PROBABILITIES = "probabilities"  # the classifiers' second output: softmax of the logits
 
 
@@ -42,7 +43,7 @@ class ModelSpec:
     input_name: str = "input"
     output_name: str = "logits"
     probabilities_name: str = PROBABILITIES
-    dtype: str = "float32"
+    dtype: str = "float32"  # the model's input: normalised float32, or uint8 pixels it normalises
     layout: str = "NCHW"
     version: int = SPEC_VERSION
     extra: dict = field(default_factory=dict)
@@ -90,8 +91,8 @@ class ModelSpec:
         names = (self.input_name, self.output_name, self.probabilities_name)
         if len(set(names)) != 3 or not all(isinstance(n, str) and n for n in names):
             problems.append(f"tensor names {list(names)} must be distinct, non-empty text")
-        if self.dtype != "float32" or self.layout != "NCHW":
-            problems.append("only float32 NCHW inputs are supported")
+        if self.dtype not in DTYPES or self.layout != "NCHW":
+            problems.append(f"only NCHW inputs of {list(DTYPES)} are supported")
         if problems:
             raise SpecError("invalid model spec: " + "; ".join(problems))
         return self

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from contract.spec import DTYPES
+
 TARGETS = ("cpu", "tensorrt")
 ENGINES = ("onnxruntime", "openvino")  # the CPU engines optimize measures and deploys on
 IMPORTANCES = ("magnitude", "taylor", "lamp", "fpgm", "bn_scale", "random")
@@ -28,6 +30,9 @@ class DataConfig:
 class ExportConfig:
     opset: int = 17
     tolerance: float = 1e-4  # max |ORT - PyTorch| on a validation batch
+    # What the served models take: "uint8" pixels they normalise themselves (a quarter of
+    # the bytes through HTTP and the ensemble), or "float32" normalised by the sender.
+    served_input: str = "uint8"
 
 
 @dataclass
@@ -154,6 +159,10 @@ class OptimizeConfig:
             (0 < q.percentile <= 100, "quantize.percentile must be in (0, 100]"),
             (self.max_accuracy_drop >= 0, "max_accuracy_drop must be >= 0"),
             (self.export.opset >= 17, "export.opset must be >= 17"),
+            (
+                self.export.served_input in DTYPES,
+                f"export.served_input must be one of {list(DTYPES)}",
+            ),
             (r.max_batch_size >= 1, "repository.max_batch_size must be >= 1"),
             (
                 all(1 <= b <= r.max_batch_size for b in r.preferred_batch_size),

@@ -12,6 +12,7 @@ from torch import nn
 
 from contract import ModelSpec
 from contract.atomic import staged_file
+from contract.preprocess import normalize, scale_shift
 from optimize.config import OptimizeError
 from optimize.evaluate import session
 
@@ -60,6 +61,52 @@ def add_probabilities(path: Path, spec: ModelSpec) -> Path:
     with staged_file(path) as tmp:
         onnx.save(model, str(tmp))
     return path
+
+
+def take_pixels(path: Path, spec: ModelSpec) -> Path:
+    """Make the model take uint8 pixels: Cast, Mul, Sub in front of it, contract.normalize's
+    float32 arithmetic with its constants, so that a client or the server's preprocess model
+    sends a quarter of the bytes and the engine normalises (the same result, bit for bit, on
+    ONNX Runtime and OpenVINO: tests/optimize/test_optimize_export.py). Added after
+    quantization, like the probabilities: the normalisation stays float."""
+    model = onnx.load(str(path))
+    graph = model.graph
+    name = spec.input_name
+    (feed,) = [i for i in graph.input if i.name == name]
+    if feed.type.tensor_type.elem_type == onnx.TensorProto.UINT8:
+        return path  # already takes pixels
+    inner = f"{name}/normalized"
+    for node in graph.node:
+        node.input[:] = [inner if x == name else x for x in node.input]
+    scale, shift = scale_shift(spec)
+    graph.initializer.extend([
+        onnx.numpy_helper.from_array(scale[None], f"{name}/scale"),
+        onnx.numpy_helper.from_array(shift[None], f"{name}/shift"),
+    ])  # fmt: skip
+    make = onnx.helper.make_node
+    nodes = [
+        make("Cast", [name], [f"{name}/float"], to=onnx.TensorProto.FLOAT, name="pixels/Cast"),
+        make("Mul", [f"{name}/float", f"{name}/scale"], [f"{name}/scaled"], name="pixels/Mul"),
+        make("Sub", [f"{name}/scaled", f"{name}/shift"], [inner], name="pixels/Sub"),
+        *graph.node,
+    ]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    feed.type.tensor_type.elem_type = onnx.TensorProto.UINT8
+    onnx.checker.check_model(model)
+    with staged_file(path) as tmp:
+        onnx.save(model, str(tmp))
+    return path
+
+
+def pixels_parity(float_path: Path, pixels_path: Path, spec: ModelSpec, count: int = 8) -> float:
+    """Max |difference| of every output between the float model on normalize(pixels) and
+    its pixels-taking copy on the pixels (random ones: this checks arithmetic, not accuracy)."""
+    shape = (count, spec.channels, spec.height, spec.width)
+    pixels = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    want = session(float_path, threads=1).run(None, {spec.input_name: normalize(pixels, spec)})
+    got = session(pixels_path, threads=1).run(None, {spec.input_name: pixels})
+    return max(float(np.abs(g - w).max()) for g, w in zip(got, want, strict=True))
 
 
 def parity(

@@ -39,6 +39,12 @@ COLUMNS = (
 )
 
 
+SERVED_INPUTS = {
+    "uint8": "uint8 pixels, normalised inside the model",
+    "float32": "float32, normalised by the sender",
+}
+
+
 def _cell(v: dict, key: str, fmt: str) -> str:
     value = v.get(key)
     if key == "size_bytes":
@@ -98,6 +104,11 @@ def markdown(report: dict) -> str:
     lines.append(
         f"- Export: ONNX opset {report['export']['opset']}, max |ORT - PyTorch| "
         + ", ".join(f"{k} {v:.1e}" for k, v in report["export"]["max_abs_diff"].items())
+    )
+    served = report["served_input"]
+    lines.append(
+        f"- Served input: {SERVED_INPUTS[served['dtype']]} (max |difference| of the outputs "
+        f"against the float model: {served['max_abs_diff']:.1e})"
     )
     lines.append(f"- TensorRT: {report['tensorrt']}")
     lines.append(

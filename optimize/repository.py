@@ -26,6 +26,7 @@ from serve.repository import (
     RepositoryError,
     add_preprocess_and_ensemble,
     config_text,
+    input_type,
     instance_groups,
 )
 
@@ -45,7 +46,7 @@ def model_config(model: RepoModel, spec: ModelSpec, cfg: RepositoryConfig) -> mc
     config = mc.ModelConfig(
         name=model.name,
         max_batch_size=cfg.max_batch_size,
-        input=[{"name": spec.input_name, "data_type": mc.TYPE_FP32,
+        input=[{"name": spec.input_name, "data_type": input_type(spec),
                 "dims": [spec.channels, spec.height, spec.width]}],
         output=[{"name": name, "data_type": mc.TYPE_FP32, "dims": [spec.num_classes],
                  "label_filename": "labels.txt"}

@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import shutil
 import signal
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -27,7 +29,7 @@ from optimize import prune as pruning
 from optimize.config import OptimizeConfig, OptimizeError
 from optimize.data import OptimizeData, load_data
 from optimize.evaluate import accuracy, benchmark, runner
-from optimize.export import add_probabilities, export_onnx, parity
+from optimize.export import add_probabilities, export_onnx, parity, pixels_parity, take_pixels
 from optimize.fallback import layer_precisions
 from optimize.quantize import Calibration, preprocess, quantize_best
 from optimize.report import print_summary, write_reports
@@ -163,6 +165,24 @@ def time_variants(variants: list[Variant], data: OptimizeData, cfg: OptimizeConf
     return benchmark(runs, data.test.x, cfg.bench)
 
 
+def serve_input(variants: list[Variant], served: ModelSpec, work: Path) -> float:
+    """Make every variant take the served spec's input (uint8: optimize.export.take_pixels),
+    checked against its float self; returns the largest output difference (0 for float32)."""
+    if served.dtype == "float32":
+        return 0.0
+    worst = 0.0
+    for v in variants:
+        before = work / f"{v.path.stem}.float.onnx"
+        shutil.copyfile(v.path, before)
+        take_pixels(v.path, served)
+        worst = max(worst, pixels_parity(before, v.path, served))
+        before.unlink()
+    print(f"  every variant takes uint8 pixels; max |difference| vs float input {worst:.1e}")
+    if worst > 1e-5:
+        raise OptimizeError(f"normalising inside the model changed its outputs by {worst:.2e}")
+    return worst
+
+
 def tensorrt_plan(variants, results, work: Path, cfg: OptimizeConfig) -> tuple[Path | None, str]:
     """Build the plan for the deployed TensorRT variant where possible; (plan, status)."""
     trt = next(
@@ -238,12 +258,14 @@ def run(run_dir: Path, cfg: OptimizeConfig) -> dict:
         with step(seconds, "benchmark", 6, f"timing ({cfg.bench.threads} thread(s) an engine)"):
             timings = time_variants(variants, data, cfg)
             choose_engines(variants, results, timings)
-        with step(seconds, "tensorrt", 7, "TensorRT engine"):
+        served = replace(spec, dtype=cfg.export.served_input)
+        with step(seconds, "tensorrt", 7, f"{served.dtype} input, TensorRT engine"):
+            input_diff = serve_input(variants, served, work)
             plan, tensorrt = tensorrt_plan(variants, results, work, cfg)
         with step(seconds, "repository", 8, f"model repository {cfg.repository.path}, reports"):
             counts = {name: pruning.count(m, spec) for name, m in models.items()}
             report_rows = rows(variants, results, timings, counts)
-            names = deploy(variants, report_rows, plan, spec, cfg)
+            names = deploy(variants, report_rows, plan, served, cfg)
         seconds["total"] = round(time.perf_counter() - started, 1)
         report = {
             "model": spec.name,
@@ -255,6 +277,7 @@ def run(run_dir: Path, cfg: OptimizeConfig) -> dict:
             "bench": {"threads": cfg.bench.threads, "inter_op_threads": 1,
                       "rounds": cfg.bench.rounds, "seconds": cfg.bench.seconds},
             "export": {"opset": cfg.export.opset, "max_abs_diff": diffs},
+            "served_input": {"dtype": served.dtype, "max_abs_diff": input_diff},
             "prune": prune_record,
             "calibration": calibration,
             "layers": {v.name: layer_precisions(v.path) for v in variants

@@ -29,6 +29,7 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from contract import preprocess
+from contract.spec import DTYPES
 from reliability.deploy import Deployment
 from reliability.reference import Reference, encode, sample_image
 from serve.repository import IMAGE_INPUT
@@ -85,8 +86,10 @@ def send_image(ctx: Context, data: bytes, client=None) -> np.ndarray:
 
 
 def send_tensor(
-    ctx: Context, array: np.ndarray, datatype: str = "FP32", *, name="", model="", version=""
+    ctx: Context, array: np.ndarray, datatype: str = "", *, name="", model="", version=""
 ) -> np.ndarray:
+    """`array` to the classifier as `datatype` (default: the one it takes, FP32 or UINT8)."""
+    datatype = datatype or DTYPES[ctx.spec.dtype]
     tensor = httpclient.InferInput(name or ctx.spec.input_name, list(array.shape), datatype)
     tensor.set_data_from_numpy(array)
     result = ctx.http.infer(model or ctx.deployment.classifier, [tensor], model_version=version)
@@ -220,8 +223,10 @@ def oversized_body(ctx: Context) -> Outcome:
 # --- tensors that must be refused ---------------------------------------------------------
 
 
-def _x(ctx: Context, batch: int = 1) -> np.ndarray:
-    return np.zeros((batch, ctx.spec.channels, ctx.spec.height, ctx.spec.width), np.float32)
+def _x(ctx: Context, batch: int = 1, dtype: str = "") -> np.ndarray:
+    """Zeros of the classifier's input shape, of its dtype unless told."""
+    shape = (batch, ctx.spec.channels, ctx.spec.height, ctx.spec.width)
+    return np.zeros(shape, dtype or ctx.spec.dtype)
 
 
 def wrong_dtype(ctx: Context) -> Outcome:
@@ -238,7 +243,7 @@ def wrong_rank(ctx: Context) -> Outcome:
 
 
 def wrong_shape(ctx: Context) -> Outcome:
-    bigger = np.zeros((1, ctx.spec.channels, ctx.spec.height + 4, ctx.spec.width), np.float32)
+    bigger = np.zeros((1, ctx.spec.channels, ctx.spec.height + 4, ctx.spec.width), ctx.spec.dtype)
     return refused(lambda: send_tensor(ctx, bigger), "shape")
 
 
@@ -251,12 +256,16 @@ def batch_above_max(ctx: Context) -> Outcome:
     return refused(lambda: send_tensor(ctx, _x(ctx, limit + 1)), "batch-size", "batch size")
 
 
+# FP32 either way: a float model's backend refuses the values; a model taking uint8 pixels
+# cannot be sent them at all, and Triton refuses the data type.
 def nan_values(ctx: Context) -> Outcome:
-    return refused(lambda: send_tensor(ctx, _x(ctx) + np.nan), "nan", "finite")
+    nan = _x(ctx, dtype="float32") + np.nan
+    return refused(lambda: send_tensor(ctx, nan, "FP32"), "nan", "finite", "data-type")
 
 
 def inf_values(ctx: Context) -> Outcome:
-    return refused(lambda: send_tensor(ctx, _x(ctx) + np.inf), "inf", "finite")
+    inf = _x(ctx, dtype="float32") + np.inf
+    return refused(lambda: send_tensor(ctx, inf, "FP32"), "inf", "finite", "data-type")
 
 
 def unknown_model(ctx: Context) -> Outcome:
@@ -308,7 +317,9 @@ def model_being_unloaded(ctx: Context) -> Outcome:
 
     def hammer() -> None:
         client = httpclient.InferenceServerClient(ctx.server.http_url, network_timeout=10)
-        tensor = httpclient.InferInput(ctx.spec.input_name, list(_x(ctx).shape), "FP32")
+        tensor = httpclient.InferInput(
+            ctx.spec.input_name, [1, *_x(ctx).shape[1:]], DTYPES[ctx.spec.dtype]
+        )
         tensor.set_data_from_numpy(_x(ctx))
         try:
             while not stop.is_set():

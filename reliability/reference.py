@@ -1,4 +1,4 @@
-"""Known answers: contract.preprocess + the served classifier file in process, on the engine
+"""Known answers: contract.model_input + the served classifier file in process, on the engine
 and with the parameters its config names (serve.local: ONNX Runtime or OpenVINO)."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import numpy as np
 from PIL import Image
 
 from client.connection import Triton
-from contract import preprocess
+from contract import model_input
+from contract.spec import DTYPES
 from reliability.deploy import Deployment
 from reliability.errors import ReliabilityError
 from serve.local import Local
@@ -30,7 +31,7 @@ class Reference:
         return self.model(batch)[self.spec.output_name]
 
     def of_image(self, data: bytes) -> np.ndarray:
-        return self.logits(preprocess(data, self.spec)[None])[0]
+        return self.logits(model_input(data, self.spec)[None])[0]
 
 
 def encode(img: Image.Image, fmt: str = "PNG", **params) -> bytes:
@@ -81,7 +82,7 @@ def probes(deployment: Deployment, reference: Reference, n: int, seed: int = 0) 
         if len(found) >= 2 * n:
             break
         data = encode(sample_image(rng, (spec.width, spec.height), spec.color_mode))
-        x = preprocess(data, spec)[None]
+        x = model_input(data, spec)[None]
         logits = reference.logits(x)[0]
         second, first = np.sort(logits)[-2:]
         if first - second < 1e-3:
@@ -90,7 +91,9 @@ def probes(deployment: Deployment, reference: Reference, n: int, seed: int = 0) 
         raw = np.array([[data]], dtype=np.object_)
         found.append(Probe(deployment.ensemble, IMAGE_INPUT, spec.output_name, "BYTES", raw, top))
         found.append(
-            Probe(deployment.classifier, spec.input_name, spec.output_name, "FP32", x, top)
+            Probe(
+                deployment.classifier, spec.input_name, spec.output_name, DTYPES[spec.dtype], x, top
+            )
         )
     if not found:
         raise ReliabilityError(f"{deployment.classifier} gives no image a clear top-1 answer")

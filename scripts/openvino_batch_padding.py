@@ -68,7 +68,8 @@ def main() -> None:
     static_model = native_static(core.read_model(str(path)), max_batch)
     padded = core.compile_model(static_model, "CPU", props).create_infer_request()
     shape = [d.get_length() for d in static_model.input(0).get_partial_shape()]
-    full = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    dtype = static_model.input(0).get_element_type().to_dtype()  # float32, or uint8 pixels
+    full = (np.random.default_rng(0).standard_normal(shape) * 64 + 128).clip(0, 255).astype(dtype)
     precision = ours.dynamic.get_property("INFERENCE_PRECISION_HINT")
     print(f"{args.model_dir.name}: {props}, inference precision {precision}")
     native = median_ms(padded, full, args.seconds)  # the same work for any n

@@ -15,6 +15,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 import contract
 from contract import ModelSpec, save_spec
 from contract.atomic import staged_dir
+from contract.spec import DTYPES
 
 PREPROCESS_MODEL_PY = Path(__file__).parent / "preprocess_model" / "model.py"
 IMAGE_INPUT = "image"
@@ -33,6 +34,15 @@ def read_config(path: str | Path) -> mc.ModelConfig:
         raise RepositoryError(f"{path} not found") from None
     except text_format.ParseError as e:
         raise RepositoryError(f"{path} is not a valid model config: {e}") from None
+
+
+def chw(spec: ModelSpec) -> tuple[int, int, int]:
+    return (spec.channels, spec.height, spec.width)
+
+
+def input_type(spec: ModelSpec) -> int:
+    """The config data type of the classifier's input: TYPE_FP32 or TYPE_UINT8 (spec.dtype)."""
+    return mc.DataType.Value(f"TYPE_{DTYPES[spec.dtype]}")
 
 
 def config_text(config: mc.ModelConfig) -> str:
@@ -87,8 +97,9 @@ def _classifier_outputs(repo_dir: Path, classifier: str, spec: ModelSpec, max_ba
         problem = f"max_batch_size {config.max_batch_size} < the ensemble's {max_batch}"
     elif spec.input_name not in inputs or spec.output_name not in outputs:
         problem = f"needs input '{spec.input_name}' and output '{spec.output_name}'"
-    elif inputs[spec.input_name].data_type != mc.TYPE_FP32:
-        problem = f"input '{spec.input_name}' must be TYPE_FP32"
+    elif inputs[spec.input_name].data_type != input_type(spec):
+        wanted = mc.DataType.Name(input_type(spec))
+        problem = f"input '{spec.input_name}' must be {wanted} (the spec's dtype {spec.dtype})"
     elif not _dims_match(inputs[spec.input_name].dims, chw):
         problem = f"input '{spec.input_name}' dims must be {list(chw)}"
     if problem:
@@ -105,7 +116,7 @@ def _write_preprocess(
         backend="python",
         max_batch_size=max_batch,
         input=[_tensor(IMAGE_INPUT, mc.TYPE_STRING, [1])],
-        output=[_tensor(spec.input_name, mc.TYPE_FP32, (spec.channels, spec.height, spec.width))],
+        output=[_tensor(spec.input_name, input_type(spec), chw(spec))],
         dynamic_batching={},
         instance_group=instance_groups(instances),
     )

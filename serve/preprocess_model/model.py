@@ -1,9 +1,10 @@
 """Triton Python model `<name>_preprocess`: encoded image bytes -> the classifier's input.
 
 Input `image` (BYTES, one encoded image per batch item); output named per `model_spec.json`
-(beside config.pbtxt), float32 [C, H, W], made by `contract.preprocess`, the very code the
-client and training use. A copy of `contract` sits beside this file so that the stub can
-import it whatever Python path the server runs with.
+(beside config.pbtxt), [C, H, W] of the spec's dtype, made by `contract.model_input`, the
+very code the client uses and training normalises (uint8 pixels the classifier normalises,
+or float32 already normalised by `contract.preprocess`). A copy of `contract` sits beside
+this file so that the stub can import it whatever Python path the server runs with.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import triton_python_backend_utils as pb_utils
 # Our bundled `contract` first: the server's working directory may hold another version.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from contract import load_spec, preprocess  # noqa: E402
+from contract import load_spec, model_input  # noqa: E402
 
 
 class TritonPythonModel:
@@ -32,7 +33,7 @@ class TritonPythonModel:
         arrays = []
         for index, data in enumerate(images):
             try:
-                arrays.append(preprocess(bytes(data), self.spec))
+                arrays.append(model_input(bytes(data), self.spec))
             # Any failure, not only ImageError, stays this request's: its batch mates go on.
             except Exception as e:
                 message = f"image {index}: {e}" if len(images) > 1 else str(e)

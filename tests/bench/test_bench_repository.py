@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from bench_helpers import MODEL, SPEC, build_run_and_repo
+from bench_helpers import MODEL, SERVED, build_run_and_repo
 
 from bench.repository import (
     BenchRepoError,
@@ -80,7 +80,7 @@ def test_the_same_artifact_on_the_other_engine_keeps_instances_threads_and_batch
 
 def test_the_ensemble_and_its_two_steps_are_found(repo):
     assert find_ensemble(repo, MODEL) is None  # no ensemble yet: no raw path
-    add_preprocess_and_ensemble(repo, SPEC, f"{MODEL}_pruned_int8", 32, instances=3)
+    add_preprocess_and_ensemble(repo, SERVED, f"{MODEL}_pruned_int8", 32, instances=3)
     e = find_ensemble(repo, MODEL)
     assert (e.preprocess, e.classifier, e.input_name) == (
         f"{MODEL}_preprocess",

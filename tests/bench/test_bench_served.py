@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bench_helpers import SPEC, build_run_and_repo
+from bench_helpers import SERVED, build_run_and_repo
 
 from bench import perf_analyzer
 from bench.config import NoiseConfig, PerfAnalyzerConfig, WindowConfig
@@ -22,11 +22,11 @@ from serve.server import free_port
 pytestmark = pytest.mark.slow
 SHORT = WindowConfig(warmup_s=0.2, window_s=0.3, max_s=1.2)
 QUIET = NoiseConfig(busy_cores=99)  # no retries: tests assert plumbing, never timing
-SAMPLE = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)
+SAMPLE = np.random.default_rng(0).integers(0, 256, (1, 1, 28, 28), dtype=np.uint8)  # pixels
 
 
 def _target(server, protocol: str, model: str = "tiny_int8"):
-    return lambda: TritonTarget(server.http_url, server.grpc_url, protocol, model, SPEC, SAMPLE)
+    return lambda: TritonTarget(server.http_url, server.grpc_url, protocol, model, SERVED, SAMPLE)
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
@@ -88,7 +88,7 @@ def test_perf_analyzer_cross_check(bench_server, tmp_path):
     if not perf_analyzer.PROJECT_ROOT.joinpath(cfg.binary).is_file():
         pytest.fail("perf_analyzer not installed: run `make setup-bench` (make test does)")
     url = bench_server.http_url
-    result = perf_analyzer.run(cfg, url, "http", "tiny_fp32", SPEC, 2, 4, tmp_path)
+    result = perf_analyzer.run(cfg, url, "http", "tiny_fp32", SERVED, 2, 4, tmp_path)
     assert result["concurrency"] == 2 and result["batch"] == 4 and "-b 4" in result["command"]
     assert result["images_per_s"] > 0 and result["p99_ms"] > 0
     assert result["client_cores"] > 0  # its CPU, measured beside ours

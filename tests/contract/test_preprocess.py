@@ -1,10 +1,11 @@
 import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from contract import ImageError, ModelSpec, preprocess
+from contract import ImageError, ModelSpec, model_input, normalize, pixels, preprocess
 
 SPEC = ModelSpec(name="m", arch="a", labels=("a", "b"), height=8, width=8, color_mode="L",
                  mean=(0.5,), std=(0.25,))  # fmt: skip
@@ -21,6 +22,34 @@ def test_normalizes_per_spec():
     x = preprocess(img, SPEC)
     assert x.shape == (1, 8, 8) and x.dtype == np.float32
     np.testing.assert_allclose(x, (1.0 - 0.5) / 0.25)
+
+
+@pytest.mark.parametrize("mode, size", [("L", (8, 8)), ("RGB", (6, 5))])
+def test_preprocess_is_normalize_of_pixels(mode, size):
+    """The served uint8 path and training's float path part only at normalize()."""
+    rng = np.random.default_rng(1)
+    spec = replace(
+        SPEC,
+        color_mode=mode,
+        height=size[1],
+        width=size[0],
+        mean=(0.5, 0.4, 0.3)[: len(mode)],
+        std=(0.25, 0.2, 0.1)[: len(mode)],
+    )
+    data = png_bytes(Image.fromarray(rng.integers(0, 256, (30, 20, 3), dtype=np.uint8)))
+    p = pixels(data, spec)
+    assert p.dtype == np.uint8 and p.shape == (len(mode), size[1], size[0])
+    assert p.flags.c_contiguous
+    x = preprocess(data, spec)
+    np.testing.assert_array_equal(normalize(p, spec), x)  # bit for bit
+    np.testing.assert_allclose(
+        x,
+        (p / 255.0 - np.array(spec.mean)[:, None, None]) / np.array(spec.std)[:, None, None],
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    np.testing.assert_array_equal(model_input(data, spec), x)
+    np.testing.assert_array_equal(model_input(data, replace(spec, dtype="uint8")), p)
 
 
 def test_same_array_from_image_bytes_and_path(tmp_path):

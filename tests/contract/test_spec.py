@@ -30,6 +30,7 @@ def test_round_trip(tmp_path):
         ({"mean": (float("nan"),)}, "mean values must be finite"),
         ({"height": 0}, "outside"),
         ({"resize_policy": "stretch"}, "resize_policy"),
+        ({"dtype": "float16"}, r"inputs of \['float32', 'uint8'\]"),
     ],
 )
 def test_validation_names_the_problem(change, message):
@@ -50,3 +51,9 @@ def test_load_errors(tmp_path):
     bad.write_text(json.dumps({**make_spec().to_dict(), "channels": 3}))
     with pytest.raises(SpecError, match="contradicts"):
         load_spec(bad)
+
+
+def test_uint8_inputs_are_a_valid_spec(tmp_path):
+    spec = make_spec(dtype="uint8")
+    save_spec(spec, tmp_path / "model_spec.json")
+    assert load_spec(tmp_path).dtype == "uint8"

@@ -45,3 +45,27 @@ def test_probabilities_are_the_softmax_of_the_logits(tiny_onnx, tiny_spec, tiny_
     np.testing.assert_allclose(probs, shifted / shifted.sum(axis=1, keepdims=True), rtol=1e-5)
     names = [o.name for o in onnx.load(str(path)).graph.output]
     assert names == [tiny_spec.output_name, tiny_spec.probabilities_name]
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_a_model_taking_pixels_answers_as_the_float_one(tiny_onnx, tiny_spec, tmp_path, engine):
+    """take_pixels: the served model normalises uint8 pixels itself, bit for bit as
+    contract.normalize does before the float model, on both engines that serve it."""
+    import shutil
+    from dataclasses import replace
+
+    from contract import normalize
+    from optimize.evaluate import runner
+    from optimize.export import pixels_parity, take_pixels
+
+    path = take_pixels(Path(shutil.copy(tiny_onnx, tmp_path / "m.onnx")), tiny_spec)
+    assert take_pixels(path, tiny_spec) == path  # a second call leaves it as it is
+    graph = onnx.load(str(path)).graph
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert [n.op_type for n in graph.node[:3]] == ["Cast", "Mul", "Sub"]
+    spec = replace(tiny_spec, dtype="uint8")
+    shape = (5, spec.channels, spec.height, spec.width)
+    pixels = np.random.default_rng(2).integers(0, 256, shape, dtype=np.uint8)
+    want = runner(tiny_onnx, 1, engine)(normalize(pixels, spec))
+    np.testing.assert_array_equal(runner(path, 1, engine)(pixels), want)
+    assert pixels_parity(tiny_onnx, path, spec) == 0.0

@@ -1,9 +1,11 @@
 """One preprocessing everywhere: the training data loader, the client's --send tensor path and
-the server's `<name>_preprocess` model give bit-identical tensors for the same file."""
+the server's `<name>_preprocess` model give bit-identical tensors for the same file; and a
+classifier taking uint8 pixels (optimize's default) answers as its float self."""
 
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,8 @@ from serve_helpers import ADMIN_KEY, CLASSIFIER, SPEC, export_onnx, write_classi
 
 from client.connection import Policy, Triton
 from client.infer import Classifier
-from contract import ModelSpec
+from contract import ModelSpec, normalize
+from optimize.export import take_pixels
 from serve.repository import IMAGE_INPUT, add_preprocess_and_ensemble
 from serve.server import TritonServer, free_ports
 from train.data import Split, load_split
@@ -24,6 +27,9 @@ RGB_SPEC = ModelSpec(
     color_mode="RGB", mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3),
     resize_policy="resize_center_crop", resize_scale=1.15, interpolation="bicubic",
 )  # fmt: skip
+# The gray spec as optimize serves it by default: the classifier takes uint8 pixels.
+PIXELS_SPEC = replace(SPEC, name="pixels", dtype="uint8")
+PIXELS_CLASSIFIER = "pixels_classifier"
 
 
 def _save(path: Path, img: Image.Image, **kw) -> Path:
@@ -81,6 +87,18 @@ def triton(tmp_path_factory, backend_dir):
         'output [{ name: "logits" data_type: TYPE_FP32 dims: [10] }]\n'
     )
     add_preprocess_and_ensemble(repo, RGB_SPEC, "rgb_classifier", 8)
+    pixels = repo / PIXELS_CLASSIFIER
+    (pixels / "1").mkdir(parents=True)
+    (pixels / "1" / "model.onnx").write_bytes(
+        take_pixels(export_onnx(_net(1), onnx / "pixels.onnx"), PIXELS_SPEC).read_bytes()
+    )
+    (pixels / "labels.txt").write_text((repo / CLASSIFIER / "labels.txt").read_text())
+    (pixels / "config.pbtxt").write_text(
+        (repo / CLASSIFIER / "config.pbtxt").read_text()
+        .replace(f'name: "{CLASSIFIER}"', f'name: "{PIXELS_CLASSIFIER}"')
+        .replace("TYPE_FP32 dims: [1, 28, 28]", "TYPE_UINT8 dims: [1, 28, 28]")
+    )  # fmt: skip
+    add_preprocess_and_ensemble(repo, PIXELS_SPEC, PIXELS_CLASSIFIER, 8)
     http, grpc, metrics = free_ports(3)
     log = tmp_path_factory.mktemp("logs") / "server.log"
     with TritonServer(
@@ -125,3 +143,28 @@ def test_loader_client_and_server_tensors_are_identical(triton, tmp_path, which)
         assert loader.dtype == np.float32
         for other in (lazy[i][0].numpy(), client._load(path), server[i]):
             np.testing.assert_array_equal(other, loader, err_msg=path.name)
+
+
+def test_pixels_through_the_server_are_the_loaders_before_normalising(triton, tmp_path):
+    """With a uint8 classifier the server's preprocess model and the client send pixels;
+    normalize() of them is, bit for bit, what the training loader feeds the network."""
+    paths = _images(tmp_path / "images")
+    cached, _ = load_split(Split(paths, [0] * len(paths)), SPEC, "train", cache_max_mb=64)
+    client = Classifier(triton, triton.model(PIXELS_CLASSIFIER), PIXELS_SPEC, top_k=1)
+    server = _server_tensors(triton, PIXELS_SPEC, paths)
+    for i, path in enumerate(paths):
+        assert server[i].dtype == np.uint8, path.name
+        np.testing.assert_array_equal(client._load(path), server[i], err_msg=path.name)
+        np.testing.assert_array_equal(normalize(server[i], SPEC), cached[i][0].numpy())
+
+
+def test_the_pixels_ensemble_answers_as_the_float_one(triton, tmp_path):
+    """The same network behind both ensembles: normalising inside the model changes nothing."""
+    for path in _images(tmp_path / "images"):
+        data = np.array([[path.read_bytes()]], dtype=np.object_)
+        answers = {}
+        for spec in (SPEC, PIXELS_SPEC):
+            tensor = triton.input(IMAGE_INPUT, data, "BYTES")
+            result = triton.infer(spec.name, [tensor], [triton.output(spec.output_name)])
+            answers[spec.name] = result.as_numpy(spec.output_name)
+        np.testing.assert_array_equal(answers["pixels"], answers["tiny"], err_msg=path.name)
