@@ -156,7 +156,7 @@ def test_search_two_candidates_on_a_real_server(bench_server, tiny, tmp_path):
     _, repo = tiny
     _, spec, variants = discover(repo, None)
     v = variants[0]
-    sample = np.zeros((1, 1, 28, 28), dtype=np.float32)
+    sample = np.zeros((1, 1, 28, 28), dtype=spec.dtype)  # the served input: uint8 pixels
     windows = WindowConfig(warmup_s=0.1, window_s=0.3, max_s=0.9)
     cfg = SearchConfig(
         instances=[1, 2],

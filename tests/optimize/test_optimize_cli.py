@@ -1,14 +1,17 @@
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from optimize.config import DataConfig, OptimizeConfig, OptimizeError
-from optimize.run import main
+from contract import load_spec
+from optimize.config import DataConfig, ExportConfig, OptimizeConfig, OptimizeError
+from optimize.run import main, serve_input
 from optimize.variants import Variant, gate
 from serve.repository import read_config
 
@@ -83,6 +86,20 @@ def test_the_calibration_minimum_is_lowered_only_on_purpose():
         OptimizeConfig(data=DataConfig(calibration_images=499)).validate()
 
 
+def test_served_input_is_uint8_or_float32(tiny_onnx, tiny_spec, tmp_path):
+    assert OptimizeConfig().validate().export.served_input == "uint8"
+    with pytest.raises(OptimizeError, match=r"served_input must be one of \['float32', 'uint8'\]"):
+        OptimizeConfig(export=ExportConfig(served_input="float16")).validate()
+    # float32: the variants are served as exported, untouched.
+    path = Path(shutil.copy(tiny_onnx, tmp_path / "model_fp32.onnx"))
+    variant = Variant("fp32", "cpu", "fp32", False, path)
+    assert serve_input([variant], tiny_spec, tmp_path) == 0.0
+    assert path.read_bytes() == tiny_onnx.read_bytes()
+    assert serve_input([variant], replace(tiny_spec, dtype="uint8"), tmp_path) <= 1e-5
+    assert path.read_bytes() != tiny_onnx.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_fp32.onnx"]  # no leftovers
+
+
 def test_missing_run_folder(tmp_path, capsys):
     assert main(["--run", str(tmp_path / "nope"), "--config", str(CONFIG)]) == 2
     assert capsys.readouterr().err.startswith("error: run folder not found")
@@ -155,6 +172,21 @@ def test_end_to_end_on_the_tiny_run(run_copy, tmp_path, tiny_spec, monkeypatch):
     assert ensemble.ensemble_scheduling.step[-1].model_name == best["triton_model"]
     for config in repo.glob("*/config.pbtxt"):
         text_format.Parse(config.read_text(), model_config_pb2.ModelConfig())
+
+    # Served models take uint8 pixels (export.served_input), as their specs and configs say.
+    assert report["served_input"]["dtype"] == "uint8"
+    assert report["served_input"]["max_abs_diff"] <= 1e-5
+    assert (
+        "uint8 pixels, normalised inside the model" in (run_copy / "optimize_report.md").read_text()
+    )
+    uint8 = model_config_pb2.TYPE_UINT8
+    for name in deployed - {v["triton_model"] for v in rows.values() if v["target"] != "cpu"}:
+        assert load_spec(repo / name).dtype == "uint8"
+        assert read_config(repo / name / "config.pbtxt").input[0].data_type == uint8
+        feed = onnx.load(str(repo / name / "1" / "model.onnx")).graph.input[0]
+        assert feed.type.tensor_type.elem_type == onnx.TensorProto.UINT8, name
+    assert read_config(repo / f"{n}_preprocess" / "config.pbtxt").output[0].data_type == uint8
+    assert load_spec(run_copy).dtype == "float32"  # the trained network's own input
 
     # Pruning removed work; INT8 was calibrated; no GPU here, so no plan, said once.
     assert report["prune"]["macs_after"] < report["prune"]["macs_before"]

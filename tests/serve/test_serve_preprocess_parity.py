@@ -168,3 +168,15 @@ def test_the_pixels_ensemble_answers_as_the_float_one(triton, tmp_path):
             result = triton.infer(spec.name, [tensor], [triton.output(spec.output_name)])
             answers[spec.name] = result.as_numpy(spec.output_name)
         np.testing.assert_array_equal(answers["pixels"], answers["tiny"], err_msg=path.name)
+
+
+def test_the_client_sends_pixels_to_a_uint8_classifier(triton, tmp_path):
+    """--send tensor: UINT8 pixels to the pixels classifier, the same top-3 and scores as
+    floats to its float twin."""
+    paths = _images(tmp_path / "images")
+    tops = {}
+    for name, spec in ((CLASSIFIER, SPEC), (PIXELS_CLASSIFIER, PIXELS_SPEC)):
+        outcomes = Classifier(triton, triton.model(name), spec, top_k=3).batch(paths)
+        assert all(o.error is None for o in outcomes), [o.error for o in outcomes]
+        tops[name] = [o.top for o in outcomes]
+    assert tops[PIXELS_CLASSIFIER] == tops[CLASSIFIER]
