@@ -37,6 +37,7 @@ def read_config(path: str | Path) -> mc.ModelConfig:
 
 
 def chw(spec: ModelSpec) -> tuple[int, int, int]:
+    """The model input's per-image shape: channels, height, width."""
     return (spec.channels, spec.height, spec.width)
 
 
@@ -91,7 +92,7 @@ def _classifier_outputs(repo_dir: Path, classifier: str, spec: ModelSpec, max_ba
     config = read_config(path)
     inputs = {i.name: i for i in config.input}
     outputs = {o.name: o for o in config.output}
-    chw = (spec.channels, spec.height, spec.width)
+    shape = chw(spec)
     problem = None
     if config.max_batch_size < max_batch:
         problem = f"max_batch_size {config.max_batch_size} < the ensemble's {max_batch}"
@@ -100,8 +101,8 @@ def _classifier_outputs(repo_dir: Path, classifier: str, spec: ModelSpec, max_ba
     elif inputs[spec.input_name].data_type != input_type(spec):
         wanted = mc.DataType.Name(input_type(spec))
         problem = f"input '{spec.input_name}' must be {wanted} (the spec's dtype {spec.dtype})"
-    elif not _dims_match(inputs[spec.input_name].dims, chw):
-        problem = f"input '{spec.input_name}' dims must be {list(chw)}"
+    elif not _dims_match(inputs[spec.input_name].dims, shape):
+        problem = f"input '{spec.input_name}' dims must be {list(shape)}"
     if problem:
         raise RepositoryError(f"{path}: {problem}")
     names = (spec.output_name, spec.probabilities_name)

@@ -89,6 +89,7 @@ def test_bundled_contract_imports_on_its_own(repo, tmp_path_factory):
         ({"height": 32}, "dims must be"),
         ({"input_name": "pixels"}, "needs input 'pixels'"),
         ({"name": CLASSIFIER}, "would be overwritten"),
+        ({"dtype": "uint8"}, r"must be TYPE_UINT8 \(the spec's dtype uint8\)"),  # it takes FP32
     ],
 )
 def test_rejects_a_spec_that_does_not_fit(repo, change, message):
