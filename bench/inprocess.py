@@ -72,13 +72,19 @@ def cases(
 
 def raw_cases(files: list[Path], spec_path: Path) -> list[dict]:
     """The raw path's per-image steps on the same test images the served raw path sends: bare
-    Pillow decode, and contract.preprocess (decode, mode, resize, normalise). One call goes
-    through every file: a row's throughput is images/s."""
+    Pillow decode, contract.preprocess (decode, mode, resize, normalise) and
+    contract.model_input for the served spec (what the server's preprocess model runs: the
+    pixels, for a model taking uint8). One call goes through every file: a row's throughput
+    is images/s."""
     common = {"files": [str(f) for f in files], "spec_path": str(spec_path),
               "batch": len(files), "threads": 1}  # fmt: skip
     return [
         {"id": f"{kind}-{len(files)}img", "kind": kind, "variant": variant, **common}
-        for kind, variant in (("decode", "pillow_decode"), ("preprocess", "contract_preprocess"))
+        for kind, variant in (
+            ("decode", "pillow_decode"),
+            ("preprocess", "contract_preprocess"),
+            ("model_input", "contract_model_input"),
+        )
     ]
 
 

@@ -1,5 +1,5 @@
 """In-process baseline of the raw path: what a program without a server does with encoded
-images, contract.preprocess on each, then the deployed model (on its engine) on the batch.
+images, contract.model_input on each, then the deployed model (on its engine) on the batch.
 
 Measured as throughput, with `workers` processes doing it at once (each its own model session
 of `threads` threads), so the baseline may use the same cores the server uses: the best of

@@ -1,5 +1,5 @@
 """The raw path, the one users call: encoded image files from the run's test split sent to the
-ensemble `<model>` (`<model>_preprocess` runs contract.preprocess, then the deployed
+ensemble `<model>` (`<model>_preprocess` runs contract.model_input, then the deployed
 classifier), measured beside the tensor path on the same classifier.
 
 Parts, each called from its section in bench.run: in-process baselines (bare Pillow decode,
@@ -123,7 +123,7 @@ class RawPath:
         )
 
     def check(self, server) -> None:
-        """The ensemble's answers for test images against contract.preprocess + the deployed
+        """The ensemble's answers for test images against contract.model_input + the deployed
         model in-process, before anything is timed: a fast wrong path is no result."""
         # Imported here: OpenVINO and ONNX Runtime load only when there is a raw path to check.
         import tritonclient.http as httpclient

@@ -482,7 +482,7 @@ def _raw_path(r: Run) -> list[str]:
         f"## The raw path: encoded images to `{e['name']}`",
         "",
         f"The ensemble `{e['name']}` runs `{e['preprocess']}` ({e['preprocess_instances']} "
-        f"instance(s), contract.preprocess in Triton's Python backend) then `{e['classifier']}` "
+        f"instance(s), contract.model_input in Triton's Python backend) then `{e['classifier']}` "
         f"({e['engine']}). Requests cycle through {len(e.get('images', []))} test images of the "
         "run (`results.json` lists them). Per step: queue and compute ms a request, the batch it "
         "ran at, and the CPU cores its processes used (`pre`: the preprocess stubs, i.e. decoding; "
@@ -495,7 +495,7 @@ def _raw_path(r: Run) -> list[str]:
         verdict = "agree" if check["ok"] else "**DIFFER**"
         lines += [
             f"Answers checked before timing: {check['top1_agree']}/{check['images']} top-1 equal "
-            f"to contract.preprocess + the model in-process ({check['engine']}), max |logit "
+            f"to contract.model_input + the model in-process ({check['engine']}), max |logit "
             f"difference| {check['max_abs_logit_diff']:.2e} (tolerance {check['tolerance']}): "
             f"{verdict}.",
             "",
@@ -504,17 +504,20 @@ def _raw_path(r: Run) -> list[str]:
         where = (Col("protocol", "protocol"), Col("img/req", "batch"), Col("c", "concurrency"))
         lines += _table([*where, *RAW_STATS], points)
     rows = r.results["inprocess"]
-    steps = {k: next((x for x in rows if x["kind"] == k), None) for k in ("decode", "preprocess")}
+    kinds = ("decode", "preprocess", "model_input")
+    steps = {k: next((x for x in rows if x["kind"] == k), None) for k in kinds}
     if all(steps.values()):
+        ms = {k: 1e3 / row["throughput"] for k, row in steps.items()}
         lines += [
             f"In-process, per image over the same test images (one core): bare Pillow decode "
-            f"{1e3 / steps['decode']['throughput']:.4f} ms, contract.preprocess "
-            f"{1e3 / steps['preprocess']['throughput']:.4f} ms.",
+            f"{ms['decode']:.4f} ms, contract.preprocess {ms['preprocess']:.4f} ms, "
+            f"contract.model_input (what the server's preprocess model runs) "
+            f"{ms['model_input']:.4f} ms.",
             "",
         ]
     if r.results.get("raw_inprocess"):
         lines += [
-            "In-process pipeline (contract.preprocess on each image, then the model on the "
+            "In-process pipeline (contract.model_input on each image, then the model on the "
             "batch), in N processes at once on these cores:",
             "",
             *_table(PIPELINE_COLUMNS, r.results["raw_inprocess"]),

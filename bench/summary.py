@@ -428,7 +428,7 @@ def _raw_variant(f: Facts) -> str | None:
 
 
 def _per_image_ms(f: Facts, kind: str) -> float | None:
-    """Median ms per image of an in-process raw-path step (decode, preprocess)."""
+    """Median ms per image of an in-process raw-path step (decode, preprocess, model_input)."""
     row = next((r for r in f.rows if r["kind"] == kind), None)
     return 1e3 / row["throughput"] if row else None
 
@@ -447,7 +447,7 @@ def _shape(r: dict) -> str:
     "raw_vs_inprocess",
     ">=",
     0.80,
-    "best served raw-path images/s / in-process contract.preprocess + the deployed model on "
+    "best served raw-path images/s / in-process contract.model_input + the deployed model on "
     "the same images and cores (the best of 1 process at the model's best batch and threads, "
     "and one process a core)",
     "the raw path pays HTTP, the ensemble's two Python-backend IPC hops and the load generator "
@@ -475,8 +475,8 @@ def _raw_vs_inprocess(f: Facts) -> Figure:
     "raw_overhead_ms_c1",
     "<=",
     1.5,
-    "raw-path p50 at c1 (HTTP, one encoded image) - (in-process contract.preprocess + the "
-    "model at batch 1), ms",
+    "raw-path p50 at c1 (HTTP, one encoded image) - (in-process contract.model_input, the "
+    "server's preprocessing, + the model at batch 1), ms",
     "a request crosses HTTP, the ensemble scheduler and two Python-backend IPC hops; each "
     "copies the tensor between processes",
     limits="one request at a time: latency of the serving path, not the cores",
@@ -487,9 +487,9 @@ def _raw_overhead_ms_c1(f: Facts) -> Figure:
     threads = (f.results["variants"].get(variant) or {}).get("intra_op_threads", 1)
     one, t1 = _inprocess(f.rows, variant, threads)
     b1 = next((r for r in one if r["batch"] == 1), None)
-    pre = _per_image_ms(f, "preprocess")
+    pre = _per_image_ms(f, "model_input")
     if not (c1 and b1 and pre is not None):
-        return Figure(None, "needs the raw section at c1 and inprocess (preprocess, batch 1)")
+        return Figure(None, "needs the raw section at c1 and inprocess (model_input, batch 1)")
     steps = ", ".join(
         f"{step} queue {c1.get(f'{step}_queue_ms') or 0:.3f} + compute "
         f"{c1.get(f'{step}_compute_infer_ms') or 0:.3f} ms"
@@ -497,7 +497,7 @@ def _raw_overhead_ms_c1(f: Facts) -> Figure:
     )
     return Figure(
         c1["p50_ms"] - pre - b1["median_ms"],
-        f"served p50 {c1['p50_ms']:.3f} ms (HTTP c1) - (contract.preprocess {pre:.3f} ms + "
+        f"served p50 {c1['p50_ms']:.3f} ms (HTTP c1) - (contract.model_input {pre:.3f} ms + "
         f"{variant} batch 1 {b1['median_ms']:.3f} ms, {t1} thread(s)); in the server: {steps}",
     )
 

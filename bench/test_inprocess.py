@@ -53,17 +53,24 @@ def _decode_runner(case: dict):
     return run
 
 
-def _preprocess_runner(case: dict):
-    """contract.preprocess on every file's encoded bytes, as the server's preprocess model."""
-    from contract import load_spec, preprocess
+def _contract_runner(name: str):
+    """contract.<name> on every file's encoded bytes: `preprocess` (decode to normalised
+    floats), or `model_input` (what the server's preprocess model runs for the served spec)."""
 
-    spec, data = load_spec(case["spec_path"]), [Path(f).read_bytes() for f in case["files"]]
+    def make(case: dict):
+        import contract
+        from contract import load_spec
 
-    def run():
-        for d in data:
-            preprocess(d, spec)
+        step = getattr(contract, name)
+        spec, data = load_spec(case["spec_path"]), [Path(f).read_bytes() for f in case["files"]]
 
-    return run
+        def run():
+            for d in data:
+                step(d, spec)
+
+        return run
+
+    return make
 
 
 def _eager_runner(case: dict):
@@ -90,7 +97,8 @@ RUNNERS = {
     "onnx": _onnx_runner,
     "eager": _eager_runner,
     "decode": _decode_runner,
-    "preprocess": _preprocess_runner,
+    "preprocess": _contract_runner("preprocess"),
+    "model_input": _contract_runner("model_input"),
 }
 
 

@@ -81,7 +81,7 @@ def test_raw_targets_and_baselines_are_in_the_summary(raw_run):
                 "preprocess_vs_decode", "raw_vs_tensor_c4"):  # fmt: skip
         assert summary[key] is not None, (key, summary["targets"][key])
     kinds = {r["kind"] for r in results["inprocess"]}
-    assert kinds == {"onnx", "decode", "preprocess"}
+    assert kinds == {"onnx", "decode", "preprocess", "model_input"}
     shapes = {(r["workers"], r["threads"]) for r in results["raw_inprocess"]}
     assert (1, 1) in shapes and all(r["images_per_s"] > 0 for r in results["raw_inprocess"])
     checks = results["perf_analyzer_raw"]  # at c4 x1, and at our best raw point if elsewhere
