@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from serve_helpers import ADMIN_KEY, CLASSIFIER, SPEC, export_onnx, write_classifier
+from serve_helpers import CLASSIFIER, SPEC, export_onnx, local_server, write_classifier
 
 from client.connection import Policy, Triton
 from client.infer import Classifier
 from contract import ModelSpec, normalize
 from optimize.export import take_pixels
 from serve.repository import IMAGE_INPUT, add_preprocess_and_ensemble
-from serve.server import TritonServer, free_ports
 from train.data import Split, load_split
 
 pytestmark = pytest.mark.slow
@@ -99,17 +98,7 @@ def triton(tmp_path_factory, backend_dir):
         .replace("TYPE_FP32 dims: [1, 28, 28]", "TYPE_UINT8 dims: [1, 28, 28]")
     )  # fmt: skip
     add_preprocess_and_ensemble(repo, PIXELS_SPEC, PIXELS_CLASSIFIER, 8)
-    http, grpc, metrics = free_ports(3)
-    log = tmp_path_factory.mktemp("logs") / "server.log"
-    with TritonServer(
-        repo,
-        http_port=http,
-        grpc_port=grpc,
-        metrics_port=metrics,
-        admin_key=ADMIN_KEY,
-        backend_dir=backend_dir,
-        log_file=log,
-    ) as server:
+    with local_server(repo, backend_dir, tmp_path_factory.mktemp("logs")) as server:
         client = Triton(server.http_url, "http", Policy(30.0, 2, 0.2))
         yield client
         client.close()
