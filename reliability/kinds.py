@@ -317,10 +317,9 @@ def model_being_unloaded(ctx: Context) -> Outcome:
 
     def hammer() -> None:
         client = httpclient.InferenceServerClient(ctx.server.http_url, network_timeout=10)
-        tensor = httpclient.InferInput(
-            ctx.spec.input_name, [1, *_x(ctx).shape[1:]], DTYPES[ctx.spec.dtype]
-        )
-        tensor.set_data_from_numpy(_x(ctx))
+        x = _x(ctx)
+        tensor = httpclient.InferInput(ctx.spec.input_name, list(x.shape), DTYPES[ctx.spec.dtype])
+        tensor.set_data_from_numpy(x)
         try:
             while not stop.is_set():
                 try:
