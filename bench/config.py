@@ -50,7 +50,6 @@ QUICK = (
     "perf_analyzer.measurement_ms=500",
     "perf_analyzer.max_trials=6",
     "search.instances=[1,2]",
-    "search.max_batch_sizes=[32]",
     "search.max_queue_delay_us=[0]",
     "search.preferred_batch_sizes=[[],[8]]",
     "search.threads=[1]",
@@ -83,7 +82,8 @@ class NoiseConfig:
 
 @dataclass
 class InprocessConfig:
-    batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32])
+    # Sizes above the deployed models' max_batch_size are left out (no request carries them)
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32, 128])
     threads: list[int] = field(default_factory=lambda: [1, 2])  # ORT intra-op / torch threads
     eager: bool = True  # PyTorch eager FP32 from runs/<name>/checkpoint.pt
     eager_threads: int = 0  # 0: torch's default (all cores), what a naive inference.py gets
@@ -98,8 +98,9 @@ class ServedConfig:
     grpc_concurrency: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
     variant_concurrency: list[int] = field(default_factory=lambda: [1, 4, 16])
     # Requests carrying several images (a page of checkboxes, a video's frames): the sweep
-    # adds HTTP points for each size at these concurrencies. []: single images only.
-    client_batches: list[int] = field(default_factory=lambda: [8, 32])
+    # adds HTTP points for each size the model accepts at these concurrencies. []: single
+    # images only.
+    client_batches: list[int] = field(default_factory=lambda: [8, 32, 128])
     batch_concurrency: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     rates: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 0.9])
     compare_concurrency: int = 16  # dynbatch on/off, Triton vs FastAPI, perf_analyzer
@@ -117,7 +118,7 @@ class RawConfig:
     check_images: int = 16  # answered through the ensemble and in-process, compared, first
     concurrency: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
     grpc_concurrency: list[int] = field(default_factory=lambda: [1, 16, 32])
-    client_batches: list[int] = field(default_factory=lambda: [8, 32])  # images a request
+    client_batches: list[int] = field(default_factory=lambda: [8, 32, 128])  # images a request
     batch_concurrency: list[int] = field(default_factory=lambda: [1, 2, 4])
     pipeline_s: float = 3.0  # in-process preprocess + model pipeline: seconds per shape
 
@@ -155,9 +156,10 @@ class PerfAnalyzerConfig:
 class SearchConfig:
     # First values: stage 1's setting of the knobs it does not vary (bench.search).
     instances: list[int] = field(default_factory=lambda: [1, 2, 3])
-    # Below the largest client request (32 images in the sweep) a max batch refuses it: the
-    # preferred sizes cap one execution instead. Without such requests, add 4 and 8 here.
-    max_batch_sizes: list[int] = field(default_factory=lambda: [32])
+    # []: the deployed model's alone. Below the largest client request the sweep sends a max
+    # batch refuses it: the preferred sizes cap one execution instead. Without such requests,
+    # list sizes here (4, 8, ... and the deployed one).
+    max_batch_sizes: list[int] = field(default_factory=list)
     max_queue_delay_us: list[int] = field(default_factory=lambda: [0, 1000])
     preferred_batch_sizes: list[list[int]] = field(default_factory=lambda: [[], [4], [8]])
     threads: list[int] = field(default_factory=lambda: [1, 2])  # per instance, either engine
@@ -246,7 +248,8 @@ def validate(cfg: BenchConfig) -> BenchConfig:
     if any(n <= 0 for n in cfg.search.preprocess_instances):
         raise ConfigError("search.preprocess_instances must hold counts >= 1 ([] = not searched)")
     _positive("search.instances", cfg.search.instances)
-    _positive("search.max_batch_sizes", cfg.search.max_batch_sizes)
+    if any(b <= 0 for b in cfg.search.max_batch_sizes):
+        raise ConfigError("search.max_batch_sizes must hold sizes >= 1 ([] = the deployed one)")
     _positive("search.threads", cfg.search.threads)
     _positive("search.streams", cfg.search.streams)
     _positive("engines.concurrency", cfg.engines.concurrency)

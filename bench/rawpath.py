@@ -168,7 +168,7 @@ class RawPath:
         for batch in self.cfg.client_batches:
             if batch > self.ensemble.max_batch_size:
                 self.log(
-                    f"  warning: requests of {batch} images exceed {self.ensemble.name}'s "
+                    f"  note: requests of {batch} images exceed {self.ensemble.name}'s "
                     f"max_batch_size {self.ensemble.max_batch_size}: skipped"
                 )
                 continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -18,7 +19,14 @@ import numpy as np
 from tritonclient.utils import InferenceServerException
 
 from bench import inprocess, model_analyzer, perf_analyzer, replicas, report
-from bench.config import SECTIONS, BenchConfig, ConfigError, FastAPIShape, load
+from bench.config import (
+    SECTIONS,
+    BenchConfig,
+    ConfigError,
+    FastAPIShape,
+    InprocessConfig,
+    load,
+)
 from bench.fastapi_server import FastAPIServer
 from bench.loadgen import Load, RawHTTPTarget, TritonTarget, run_point
 from bench.rawpath import RawPath
@@ -189,7 +197,7 @@ class Bench:
     def run_inprocess(self) -> None:
         checkpoint, spec_path = self._checkpoint()
         onnx = {v.name: (v.onnx, v.engine) for v in self.variants}
-        case_list = inprocess.cases(onnx, self.spec, self.cfg.inprocess, checkpoint, spec_path)
+        case_list = inprocess.cases(onnx, self.spec, self.inprocess_cfg(), checkpoint, spec_path)
         if self.raw is not None:
             case_list += self.raw.inprocess_cases()
         self.log(f"  {len(case_list)} cases under pytest-benchmark")
@@ -202,6 +210,15 @@ class Bench:
             )
         if self.raw is not None:
             self.raw.pipeline()
+
+    def inprocess_cfg(self) -> InprocessConfig:
+        """The in-process settings less the batch sizes the deployed models refuse: the
+        baselines run the batches a served request can have, as the sweep sends them."""
+        limit = max(1, *(v.config.max_batch_size for v in self.variants))
+        sizes = accepted(self.cfg.inprocess.batch_sizes, limit)
+        if len(sizes) < len(self.cfg.inprocess.batch_sizes):
+            self.log(f"  note: batch sizes above the models' max_batch_size {limit}: skipped")
+        return dataclasses.replace(self.cfg.inprocess, batch_sizes=sizes)
 
     # -- served -----------------------------------------------------------------------------
     def primary(self) -> Variant:
@@ -331,7 +348,7 @@ class Bench:
         for batch in self.cfg.served.client_batches:
             if batch > v.config.max_batch_size:
                 self.log(
-                    f"  warning: requests of {batch} images exceed {v.model}'s max_batch_size "
+                    f"  note: requests of {batch} images exceed {v.model}'s max_batch_size "
                     f"{v.config.max_batch_size}: skipped"
                 )
                 continue
@@ -444,8 +461,11 @@ class Bench:
                 config="candidate",
             )
 
-        # The largest request the sweep sends: a winner must accept it.
-        largest = max([1, *self.cfg.served.client_batches])
+        # The largest request the sweep sent: a winner must accept it. No max batch sizes
+        # listed: the deployed model's alone.
+        largest = max([1, *accepted(self.cfg.served.client_batches, v.config.max_batch_size)])
+        if not s.max_batch_sizes:
+            s = dataclasses.replace(s, max_batch_sizes=[v.config.max_batch_size])
         try:
             outcome = search(
                 control, v.model, v.config, s, measure, Path(self.cfg.repo), self.log, largest
@@ -564,6 +584,11 @@ class Bench:
             self.log(f"bench: sections with errors: {', '.join(self.results['errors'])}")
             return 1
         return 0
+
+
+def accepted(batches: list[int], max_batch_size: int) -> list[int]:
+    """The batch sizes a model with this max_batch_size accepts (Triton refuses the rest)."""
+    return [b for b in batches if b <= max_batch_size]
 
 
 def quieter(a: dict, b: dict) -> bool:

@@ -129,13 +129,14 @@ def test_whole_run_writes_every_file(tmp_path, capsys):
             "windows.window_s=0.2",
             "windows.max_s=0.6",
             "noise.retries=0",
-            "inprocess.batch_sizes=[1,8]",
+            "inprocess.batch_sizes=[1,8,64]",  # 64: above the models' max batch 32
             "inprocess.min_rounds=2",
             "inprocess.max_time_s=0.02",
             "served.concurrency=[1,4]",
             "served.grpc_concurrency=[1]",
             "served.variant_concurrency=[1]",
             "served.compare_concurrency=4",
+            "served.client_batches=[32,64]",
             "search.concurrency=[4]",
             "search.p99_ms=100000",
             "perf_analyzer.measurement_ms=300",
@@ -186,5 +187,12 @@ def test_whole_run_writes_every_file(tmp_path, capsys):
     theirs = [p for p in results["points"] if p["config"] == "analyzer_winner"]
     assert theirs and all(p["avg_batch"] <= 2 for p in theirs)  # its max batch 2 was in force
     assert {r["variant"] for r in results["inprocess"]} == {"eager_fp32", "fp32", "int8"}
+    # Sizes the models refuse are neither sent nor timed in process; the search keeps the
+    # deployed max batch and wants its winner to take the largest request sent.
+    assert {p["batch"] for p in results["points"]} == {1, 32}
+    assert {r["batch"] for r in results["inprocess"]} == {1, 8}
+    found = results["search"]
+    assert found["largest_request"] == 32 and found["best"] is not None
+    assert {c["max_batch_size"] for c in found["candidates"]} == {32}
     text = (latest / "report.md").read_text()
     assert "## Targets" in text and "## Our config search vs Triton Model Analyzer" in text
