@@ -216,8 +216,10 @@ class Bench:
         baselines run the batches a served request can have, as the sweep sends them."""
         limit = max(1, *(v.config.max_batch_size for v in self.variants))
         sizes = accepted(self.cfg.inprocess.batch_sizes, limit)
-        if len(sizes) < len(self.cfg.inprocess.batch_sizes):
-            self.log(f"  note: batch sizes above the models' max_batch_size {limit}: skipped")
+        above = [b for b in self.cfg.inprocess.batch_sizes if b not in sizes]
+        if above:
+            self.log(f"  note: batch sizes {above} exceed the models' max_batch_size {limit}: "
+                     "skipped in process too")  # fmt: skip
         return dataclasses.replace(self.cfg.inprocess, batch_sizes=sizes)
 
     # -- served -----------------------------------------------------------------------------
