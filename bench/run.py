@@ -214,12 +214,11 @@ class Bench:
     def inprocess_cfg(self) -> InprocessConfig:
         """The in-process settings less the batch sizes the deployed models refuse: the
         baselines run the batches a served request can have, as the sweep sends them."""
-        limit = max(1, *(v.config.max_batch_size for v in self.variants))
+        limit = max([1, *(v.config.max_batch_size for v in self.variants)])
         sizes = accepted(self.cfg.inprocess.batch_sizes, limit)
         above = [b for b in self.cfg.inprocess.batch_sizes if b not in sizes]
         if above:
-            self.log(f"  note: batch sizes {above} exceed the models' max_batch_size {limit}: "
-                     "skipped in process too")  # fmt: skip
+            self.log(f"  note: in-process batch sizes {above} above max batch {limit}: skipped")
         return dataclasses.replace(self.cfg.inprocess, batch_sizes=sizes)
 
     # -- served -----------------------------------------------------------------------------
