@@ -18,7 +18,7 @@ import numpy as np
 from bench import inprocess, perf_analyzer, pipeline
 from bench.images import ImagesError, as_batches, test_images, write_perf_analyzer_data
 from bench.loadgen import EnsembleTarget, Load
-from bench.repository import Ensemble, Variant, serving, variation, write_config
+from bench.repository import Ensemble, Variant, accepted, serving, variation, write_config
 from bench.search import KNOBS, ModelControl
 from bench.summary import find_point, select
 from contract import model_input
@@ -165,13 +165,7 @@ class RawPath:
             self.point(server, c, "http")
         for c in self.cfg.grpc_concurrency:
             self.point(server, c, "grpc")
-        for batch in self.cfg.client_batches:
-            if batch > self.ensemble.max_batch_size:
-                self.log(
-                    f"  note: requests of {batch} images exceed {self.ensemble.name}'s "
-                    f"max_batch_size {self.ensemble.max_batch_size}: skipped"
-                )
-                continue
+        for batch in accepted(self.cfg.client_batches, self.ensemble.max_batch_size, self.log):
             for c in self.cfg.batch_concurrency:
                 self.point(server, c, "http", batch)
         if self.variant is not None:  # the tensor path on the same classifier, same load

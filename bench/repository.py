@@ -7,6 +7,7 @@ only `--apply` writes a winning config.pbtxt back, atomically.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,3 +223,14 @@ def write_config(repo: Path, model: str, config: mc.ModelConfig) -> Path:
     atomic_write_text(path, config_text(config))
     read_config(path)  # what we wrote must parse as Triton will parse it
     return path
+
+
+def accepted(
+    batches: list[int], max_batch_size: int, log: Callable[[str], None] | None = None
+) -> list[int]:
+    """The batch sizes a model with this max_batch_size accepts (Triton refuses the rest);
+    with `log`, says which were left out."""
+    above = [b for b in batches if b > max_batch_size]
+    if above and log:
+        log(f"  note: batch sizes {above} exceed max_batch_size {max_batch_size}: left out")
+    return [b for b in batches if b <= max_batch_size]

@@ -34,6 +34,7 @@ from bench.repository import (
     BenchRepoError,
     Ensemble,
     Variant,
+    accepted,
     discover,
     find_ensemble,
     on_engine,
@@ -215,10 +216,7 @@ class Bench:
         """The in-process settings less the batch sizes the deployed models refuse: the
         baselines run the batches a served request can have, as the sweep sends them."""
         limit = max([1, *(v.config.max_batch_size for v in self.variants)])
-        sizes = accepted(self.cfg.inprocess.batch_sizes, limit)
-        above = [b for b in self.cfg.inprocess.batch_sizes if b not in sizes]
-        if above:
-            self.log(f"  note: in-process batch sizes {above} above max batch {limit}: skipped")
+        sizes = accepted(self.cfg.inprocess.batch_sizes, limit, self.log)
         return dataclasses.replace(self.cfg.inprocess, batch_sizes=sizes)
 
     # -- served -----------------------------------------------------------------------------
@@ -346,13 +344,7 @@ class Bench:
             self.closed(server, v, c, "http")
         for c in self.cfg.served.grpc_concurrency:
             self.closed(server, v, c, "grpc")
-        for batch in self.cfg.served.client_batches:
-            if batch > v.config.max_batch_size:
-                self.log(
-                    f"  note: requests of {batch} images exceed {v.model}'s max_batch_size "
-                    f"{v.config.max_batch_size}: skipped"
-                )
-                continue
+        for batch in accepted(self.cfg.served.client_batches, v.config.max_batch_size, self.log):
             for c in self.cfg.served.batch_concurrency:
                 self.closed(server, v, c, "http", batch=batch)
 
@@ -462,11 +454,8 @@ class Bench:
                 config="candidate",
             )
 
-        # The largest request the sweep sent: a winner must accept it. No max batch sizes
-        # listed: the deployed model's alone.
+        # The largest request the sweep sent: a winner must accept it.
         largest = max([1, *accepted(self.cfg.served.client_batches, v.config.max_batch_size)])
-        if not s.max_batch_sizes:
-            s = dataclasses.replace(s, max_batch_sizes=[v.config.max_batch_size])
         try:
             outcome = search(
                 control, v.model, v.config, s, measure, Path(self.cfg.repo), self.log, largest
@@ -585,11 +574,6 @@ class Bench:
             self.log(f"bench: sections with errors: {', '.join(self.results['errors'])}")
             return 1
         return 0
-
-
-def accepted(batches: list[int], max_batch_size: int) -> list[int]:
-    """The batch sizes a model with this max_batch_size accepts (Triton refuses the rest)."""
-    return [b for b in batches if b <= max_batch_size]
 
 
 def quieter(a: dict, b: dict) -> bool:

@@ -19,6 +19,7 @@ same as one already measured (a preferred size at or above the max batch) are sk
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable
 from pathlib import Path
@@ -122,7 +123,10 @@ def search(
     largest_request: int = 1,
 ) -> dict:
     """Measure the candidates (`measure(concurrency)` measures the loaded one), restore the
-    model's own config, and apply the winner if asked."""
+    model's own config, and apply the winner if asked. No max batch sizes listed: the
+    deployed one's alone."""
+    if not cfg.max_batch_sizes:
+        cfg = dataclasses.replace(cfg, max_batch_sizes=[base.max_batch_size])
     results: list[dict] = []
     stages = STAGES if cfg.staged else (KNOBS,)
     try:
