@@ -33,6 +33,7 @@ QUICK = (
     "inprocess.min_rounds=5",
     "inprocess.max_time_s=0.15",
     "inprocess.warmup_iterations=3",
+    "inprocess.processes_s=1.0",
     "served.concurrency=[1,4,16]",
     "served.grpc_concurrency=[1,16]",
     "served.variant_concurrency=[1,16]",
@@ -90,6 +91,7 @@ class InprocessConfig:
     min_rounds: int = 20
     max_time_s: float = 1.0
     warmup_iterations: int = 10
+    processes_s: float = 3.0  # the primary in the deployed instances x threads: seconds
 
 
 @dataclass
@@ -275,6 +277,7 @@ def validate(cfg: BenchConfig) -> BenchConfig:
         ("engines.rounds", cfg.engines.rounds),
         ("raw.images", cfg.raw.images),
         ("raw.pipeline_s", cfg.raw.pipeline_s),
+        ("inprocess.processes_s", cfg.inprocess.processes_s),
     ):
         if value <= 0:
             raise ConfigError(f"{name} must be > 0")

@@ -1,11 +1,15 @@
-"""In-process baseline of the raw path: what a program without a server does with encoded
-images, contract.model_input on each, then the deployed model (on its engine) on the batch.
+"""In-process baselines run as N processes at once, each its own model session of `threads`
+threads, so a baseline may use the cores the server uses as the server does:
 
-Measured as throughput, with `workers` processes doing it at once (each its own model session
-of `threads` threads), so the baseline may use the same cores the server uses: the best of
-1 process x the model's best threads and one process a core x 1 thread is compared, as the
-FastAPI baseline is given Triton's resources. The processes start together after warming up;
-a measurement whose other-process load was high is redone, and the quietest is kept.
+- the raw path's: what a program without a server does with encoded images, contract.model_input
+  on each, then the deployed model (on its engine) on the batch; the best of 1 process x the
+  model's best threads and one process a core x 1 thread is compared, as the FastAPI baseline
+  is given Triton's resources;
+- the tensor path's (`decode` False): the model alone on ready batches, in as many processes x
+  threads as the deployed instances x threads (pytest-benchmark measures 1 process).
+
+The processes start together after warming up; a measurement whose other-process load was
+high is redone, and the quietest is kept.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 
 from bench import noise
 from bench.config import NoiseConfig
+from contract.spec import ModelSpec
 
 START_TIMEOUT_S = 300.0  # spawning, importing the engines and compiling the model
 WARMUP_STEPS = 3
@@ -30,17 +35,14 @@ class PipelineError(RuntimeError):
     pass
 
 
-def _worker(model, engine, spec_path, files, batch, threads, seconds, ready, start, results):
-    from contract import load_spec, model_input
+def _worker(shape, files, spec_path, seconds, ready, start, results):
     from optimize.evaluate import runner
 
-    spec, run = load_spec(spec_path), runner(Path(model), threads, engine)
-    images = [Path(f).read_bytes() for f in files]
-
-    def step(i: int) -> None:
-        chosen = (images[(i * batch + j) % len(images)] for j in range(batch))
-        run(np.stack([model_input(data, spec) for data in chosen]))
-
+    run = runner(Path(shape["model"]), shape["threads"], shape["engine"])
+    if shape["decode"]:
+        step = _decode_step(run, files, spec_path, shape["batch"])
+    else:
+        step = _tensor_step(run, shape)
     for i in range(WARMUP_STEPS):
         step(i)
     ready.put(True)
@@ -50,8 +52,32 @@ def _worker(model, engine, spec_path, files, batch, threads, seconds, ready, sta
         t = time.perf_counter()
         step(len(times))
         times.append(time.perf_counter() - t)
-    results.put({"images": len(times) * batch, "seconds": time.perf_counter() - begin,
+    results.put({"images": len(times) * shape["batch"], "seconds": time.perf_counter() - begin,
                  "batch_ms": statistics.median(times) * 1e3})  # fmt: skip
+
+
+def _decode_step(run, files, spec_path, batch: int) -> Callable[[int], None]:
+    from contract import load_spec, model_input
+
+    spec = load_spec(spec_path)
+    images = [Path(f).read_bytes() for f in files]
+
+    def step(i: int) -> None:
+        chosen = (images[(i * batch + j) % len(images)] for j in range(batch))
+        run(np.stack([model_input(data, spec) for data in chosen]))
+
+    return step
+
+
+def _tensor_step(run, shape: dict) -> Callable[[int], None]:
+    # Values do not matter (as for the served sweep's requests); made once, outside the clock.
+    rng = np.random.default_rng(0)
+    dims = (shape["batch"], *shape["input_dims"])
+    if shape["input_dtype"] == "uint8":
+        x = rng.integers(0, 256, dims, dtype=np.uint8)
+    else:
+        x = rng.standard_normal(dims).astype(np.float32)
+    return lambda i: run(x)
 
 
 def _collect(q, procs: list, timeout: float) -> list:
@@ -69,11 +95,11 @@ def _collect(q, procs: list, timeout: float) -> list:
     return out
 
 
-def _once(shape: dict, files: list[Path], spec_path: Path, seconds: float) -> dict:
+def _once(shape: dict, files: list[Path], spec_path: Path | None, seconds: float) -> dict:
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no state from the parent
     ready, start, results = ctx.Queue(), ctx.Event(), ctx.Queue()
-    args = (str(shape["model"]), shape["engine"], str(spec_path), [str(f) for f in files],
-            shape["batch"], shape["threads"], seconds, ready, start, results)  # fmt: skip
+    args = (shape, [str(f) for f in files], spec_path and str(spec_path), seconds, ready, start,
+            results)  # fmt: skip
     procs = [ctx.Process(target=_worker, args=args, daemon=True) for _ in range(shape["workers"])]
     for p in procs:
         p.start()
@@ -98,22 +124,39 @@ def _once(shape: dict, files: list[Path], spec_path: Path, seconds: float) -> di
 
 
 def _label(shape: dict) -> str:
-    return f"{shape['workers']} process(es) x {shape['threads']} thread(s), batch {shape['batch']}"
+    what = "" if shape["decode"] else ", model only"
+    return (
+        f"{shape['workers']} process(es) x {shape['threads']} thread(s), batch {shape['batch']}"
+        + what
+    )
 
 
 def shapes(model: Path, engine: str, batch: int, threads: int, cores: int) -> list[dict]:
-    """1 process at the model's best (batch, threads), and one process a core x 1 thread."""
-    base = {"model": str(model), "engine": engine, "batch": batch}
+    """The raw path's: 1 process at the model's best (batch, threads), and one process a core x
+    1 thread."""
+    base = {"model": str(model), "engine": engine, "batch": batch, "decode": True}
     out = [{**base, "workers": 1, "threads": threads}]
     if cores > 1:
         out.append({**base, "workers": cores, "threads": 1})
     return out
 
 
+def tensor_shape(
+    model: Path, engine: str, batch: int, workers: int, threads: int, spec: ModelSpec
+) -> dict:
+    """The tensor path's: `workers` processes x `threads` threads, the model on ready batches
+    of the spec's input."""
+    return {
+        "model": str(model), "engine": engine, "batch": batch, "decode": False,
+        "workers": workers, "threads": threads, "input_dtype": spec.dtype,
+        "input_dims": [spec.channels, spec.height, spec.width],
+    }  # fmt: skip
+
+
 def measure(
     shape_list: list[dict],
     files: list[Path],
-    spec_path: Path,
+    spec_path: Path | None,
     seconds: float,
     guard: NoiseConfig,
     log: Callable[[str], None] = print,

@@ -379,6 +379,20 @@ def _inprocess(r: Run) -> list[str]:
         *_inprocess_table(_models(r.results["inprocess"])),
         "![in-process](inprocess.png)",
         "",
+        *_tensor_processes(r),
+    ]
+
+
+def _tensor_processes(r: Run) -> list[str]:
+    rows = r.results.get("tensor_inprocess") or []
+    if not rows:
+        return []
+    return [
+        f"`{r.primary}` alone on ready batches in as many processes x threads as its deployed "
+        "instances x threads, started together on these cores (`served_vs_inprocess` compares "
+        "the better of this and the table's best):",
+        "",
+        *_table(PIPELINE_COLUMNS, rows),
     ]
 
 

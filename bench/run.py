@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from bench import inprocess, model_analyzer, perf_analyzer, replicas, report
+from bench import inprocess, model_analyzer, perf_analyzer, pipeline, replicas, report
 from bench.config import (
     SECTIONS,
     BenchConfig,
@@ -138,6 +138,7 @@ class Bench:
             "config": to_dict(cfg),
             "variants": {v.name: {"model": v.model, **serving(v.config)} for v in variants},
             "inprocess": [],
+            "tensor_inprocess": [],  # the primary in the deployed instances x threads (pipeline)
             "points": [],
             "perf_analyzer": [],
             "search": None,
@@ -209,8 +210,30 @@ class Bench:
                 f"  {r['variant']:<12} b{r['batch']:<3} t{r['threads']}: "
                 f"{r['median_ms']:8.3f} ms  {r['throughput']:9.0f}/s"
             )
+        self.tensor_processes()
         if self.raw is not None:
             self.raw.pipeline()
+
+    def tensor_processes(self) -> None:
+        """The primary variant in as many processes x threads as its deployed instances x
+        threads, at the batch one process of those threads runs fastest: the in-process
+        baseline with the served config's workers (served_vs_inprocess takes the better of this
+        and pytest-benchmark's one process)."""
+        v = self.primary()
+        knobs = serving(v.config)
+        workers, threads = knobs["instances"], knobs["intra_op_threads"] or 1
+        rows = [
+            r
+            for r in self.results["inprocess"]
+            if r["variant"] == v.name and r["kind"] == "onnx" and r["threads"] == threads
+        ]
+        if workers < 2 or not rows:
+            return  # one process: pytest-benchmark's rows are that baseline
+        batch = max(rows, key=lambda r: r["throughput"])["batch"]
+        shape = pipeline.tensor_shape(v.onnx, v.engine, batch, workers, threads, self.spec)
+        self.results["tensor_inprocess"] = pipeline.measure(
+            [shape], [], None, self.cfg.inprocess.processes_s, self.cfg.noise, self.log
+        )
 
     def inprocess_cfg(self) -> InprocessConfig:
         """The in-process settings less the batch sizes the deployed models refuse: the

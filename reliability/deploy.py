@@ -10,7 +10,7 @@ import contextlib
 import secrets
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from contract import ModelSpec, SpecError, load_spec
@@ -75,21 +75,25 @@ def copy_from(source: Path, dest: Path) -> Deployment:
 
 
 def build_from_run(run: Path, dest: Path) -> Deployment:
-    """Export a train run's checkpoint as `<name>_fp32` and add the serve stage's ensemble."""
-    from optimize.config import RepositoryConfig
-    from optimize.export import add_probabilities, export_onnx
+    """Export a train run's checkpoint as `<name>_fp32`, taking the input optimize serves
+    (uint8 pixels by default), and add the serve stage's ensemble."""
+    from optimize.config import ExportConfig, RepositoryConfig
+    from optimize.export import add_probabilities, export_onnx, take_pixels
     from optimize.repository import RepoModel, write_model
     from train.checkpoint import model_from_checkpoint, read_checkpoint
 
     spec = load_spec(run)
     model = model_from_checkpoint(read_checkpoint(run / "checkpoint.pt"), spec)
     onnx = add_probabilities(export_onnx(model, spec, dest / f".{spec.name}.onnx", 17), spec)
+    served = replace(spec, dtype=ExportConfig().served_input)
+    if served.dtype == "uint8":
+        take_pixels(onnx, served)
     cfg = RepositoryConfig()
     classifier = f"{spec.name}_fp32"
-    write_model(dest, RepoModel(classifier, onnx), spec, cfg)
+    write_model(dest, RepoModel(classifier, onnx), served, cfg)
     onnx.unlink()
     add_preprocess_and_ensemble(
-        dest, spec, classifier, cfg.max_batch_size, cfg.preprocess_instances
+        dest, served, classifier, cfg.max_batch_size, cfg.preprocess_instances
     )
     return find(dest)
 

@@ -97,6 +97,18 @@ def test_served_figures_are_images_against_the_best_inprocess_row(results):
     assert t["dynbatch_gain_c16"]["value"] == pytest.approx(2.0)
 
 
+def test_served_figures_compare_the_better_of_one_process_and_the_deployed_processes(results):
+    results["tensor_inprocess"] = [
+        {"workers": 2, "threads": 1, "batch": 32, "images_per_s": 24_000.0, "decode": False}
+    ]
+    t = targets(results)["served_vs_inprocess"]
+    assert t["value"] == pytest.approx(19_200 / 24_000) and t["met"] is False
+    assert "in-process best 24000 images/s (2 process(es) x 1 thread(s), batch 32)" in t["detail"]
+    assert "also 1 process, batch 32, 2 thread(s): 20000" in t["detail"]
+    results["tensor_inprocess"][0]["images_per_s"] = 16_000.0  # slower: one process is compared
+    assert targets(results)["served_vs_inprocess"]["value"] == pytest.approx(19_200 / 20_000)
+
+
 def test_optimized_vs_eager_is_like_for_like_with_batch1_beside_it(results):
     t = targets(results)
     like = t["optimized_vs_eager"]

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from optimize.config import ExportConfig
 from reliability.chaos import run_kind, unhealthy
 from reliability.kinds import SERVER_KINDS, all_kinds
 from reliability.reference import encode
@@ -29,6 +30,14 @@ def test_the_table_covers_the_required_kinds_and_every_cli():
     assert set(KINDS) >= REQUIRED
     clis = {name.split(":")[0] for name, k in KINDS.items() if k.group == "cli"}
     assert {"infer", "verify", "train", "optimize", "serve", "bench"} <= clis
+
+
+@pytest.mark.slow
+def test_a_deployment_built_from_a_run_takes_what_optimize_serves(deployment):
+    # uint8 pixels by default: the kinds then send what the real deployment's clients send
+    assert deployment.spec.dtype == ExportConfig().served_input == "uint8"
+    config = (deployment.repo / deployment.classifier / "config.pbtxt").read_text()
+    assert "TYPE_UINT8" in config
 
 
 @pytest.mark.slow
