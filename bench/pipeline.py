@@ -69,14 +69,17 @@ def _decode_step(run, files, spec_path, batch: int) -> Callable[[int], None]:
     return step
 
 
+def random_batch(dtype: str, dims: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """A batch of the model's input (values do not matter): uint8 pixels or float32."""
+    rng = np.random.default_rng(seed)
+    if dtype == "uint8":
+        return rng.integers(0, 256, dims, dtype=np.uint8)
+    return rng.standard_normal(dims).astype(np.float32)
+
+
 def _tensor_step(run, shape: dict) -> Callable[[int], None]:
-    # Values do not matter (as for the served sweep's requests); made once, outside the clock.
-    rng = np.random.default_rng(0)
-    dims = (shape["batch"], *shape["input_dims"])
-    if shape["input_dtype"] == "uint8":
-        x = rng.integers(0, 256, dims, dtype=np.uint8)
-    else:
-        x = rng.standard_normal(dims).astype(np.float32)
+    # As the served sweep's requests (Bench.sample); made once, outside the clock.
+    x = random_batch(shape["input_dtype"], (shape["batch"], *shape["input_dims"]))
     return lambda i: run(x)
 
 

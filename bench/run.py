@@ -156,12 +156,10 @@ class Bench:
     def sample(self, batch: int) -> np.ndarray:
         """The request's input: `batch` images of the model's shape (values do not matter)."""
         if batch not in self.samples:
-            rng = np.random.default_rng(self.cfg.served.seed)
             shape = (batch, self.spec.channels, self.spec.height, self.spec.width)
-            if self.spec.dtype == "uint8":
-                self.samples[batch] = rng.integers(0, 256, shape, dtype=np.uint8)
-            else:
-                self.samples[batch] = rng.standard_normal(shape).astype(np.float32)
+            self.samples[batch] = pipeline.random_batch(
+                self.spec.dtype, shape, self.cfg.served.seed
+            )
         return self.samples[batch]
 
     def log(self, text: str) -> None:
