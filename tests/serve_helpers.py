@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 import warnings
 from pathlib import Path
 
@@ -124,6 +125,21 @@ def export_onnx(net, path: Path, chw: tuple[int, int, int] = (1, 28, 28)) -> Pat
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
         )
     return add_probabilities(path, SPEC)
+
+
+def stats_after(http, model: str, before: dict, inferences: int, seconds: float = 10.0) -> dict:
+    """The model's statistics once `inferences` more have been counted (or the deadline passed).
+
+    Triton counts an execution when the backend reports it, which can be just after the
+    last response reached the client; on busy cores a read right then misses it.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        after = http.get_inference_statistics(model)["model_stats"][0]
+        counted = after["inference_count"] - before["inference_count"]
+        if counted >= inferences or time.monotonic() > deadline:
+            return after
+        time.sleep(0.05)
 
 
 def png_bytes(array: np.ndarray) -> bytes:

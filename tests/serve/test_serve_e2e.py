@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from serve_helpers import CLASSIFIER, SPEC, png_bytes, triton_refuses
+from serve_helpers import CLASSIFIER, SPEC, png_bytes, stats_after, triton_refuses
 from tritonclient.utils import InferenceServerException
 
 from contract import preprocess
@@ -82,7 +82,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(http, ort_
     before = http.get_inference_statistics(CLASSIFIER)["model_stats"][0]
     pending = [http.async_infer(CLASSIFIER, [http_input(x)]) for x in xs]
     results = [p.get_result().as_numpy("logits") for p in pending]
-    after = http.get_inference_statistics(CLASSIFIER)["model_stats"][0]
+    after = stats_after(http, CLASSIFIER, before, sum(sizes))
     for x, got in zip(xs, results, strict=True):
         np.testing.assert_allclose(got, reference(ort_session, x), atol=1e-5)
     assert after["inference_count"] - before["inference_count"] == sum(sizes)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from serve_helpers import OV, SPEC, STRICT, STRICT_BATCH, png_bytes, triton_refuses
+from serve_helpers import OV, SPEC, STRICT, STRICT_BATCH, png_bytes, stats_after, triton_refuses
 from tritonclient.utils import InferenceServerException
 
 from contract import preprocess
@@ -106,7 +106,7 @@ def test_concurrent_requests_run_as_one_dynamic_batch(http, local):
     before = http.get_inference_statistics(OV)["model_stats"][0]
     pending = [http.async_infer(OV, [http_input(x)]) for x in xs]
     results = [p.get_result().as_numpy("logits") for p in pending]
-    after = http.get_inference_statistics(OV)["model_stats"][0]
+    after = stats_after(http, OV, before, sum(sizes))
     for x, got in zip(xs, results, strict=True):
         np.testing.assert_allclose(got, local(x), atol=1e-5)
     assert after["inference_count"] - before["inference_count"] == sum(sizes)
