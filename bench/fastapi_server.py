@@ -10,8 +10,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+
+from bench.loadgen import RawHTTPTarget
 from serve.install import with_malloc_env
 from serve.procs import terminate
+from serve.server import free_ports
 
 
 class FastAPIServerError(RuntimeError):
@@ -19,65 +23,70 @@ class FastAPIServerError(RuntimeError):
 
 
 class FastAPIServer:
-    """The baseline in its own process on 127.0.0.1; a context manager that always stops it."""
+    """The baseline on 127.0.0.1, one uvicorn process a worker, each on its own port; a
+    context manager that always stops them.
+
+    Not uvicorn's `--workers`: its workers share one listening socket, and a burst of new
+    connections (a closed-loop client opening its pool) all went to the worker that woke
+    first (16 of 16, four times in four), so "2 workers" served on one. One port a worker and
+    a client that opens its connections on them in turn (`ports`) split the load evenly, as
+    Triton's scheduler does over its instances.
+    """
 
     def __init__(
         self,
         model: Path,
-        port: int,
         threads: int,
         log_file: Path,
         workers: int = 1,
         engine: str = "onnxruntime",
     ):
-        self.model, self.port, self.threads, self.log_file = model, port, threads, log_file
+        self.model, self.threads, self.log_file = model, threads, log_file
         self.workers, self.engine = workers, engine
-        self.process: subprocess.Popen | None = None
+        self.ports = free_ports(workers)
+        self.processes: list[subprocess.Popen] = []
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        """The first worker's address (with `ports`, the load generator reaches them all)."""
+        return f"http://127.0.0.1:{self.ports[0]}"
+
+    def target(self, sample: np.ndarray) -> RawHTTPTarget:
+        """The load generator's target: `sample` posted to every worker's port in turn."""
+        return RawHTTPTarget(f"{self.url}/infer", sample, self.ports)
+
+    def _start(self, port: int, log) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "bench.fastapi_app", "--model", str(self.model),
+               "--port", str(port), "--threads", str(self.threads),
+               "--engine", self.engine]  # fmt: skip
+        return subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=with_malloc_env(dict(os.environ)),  # as Triton's: a fair baseline
+            start_new_session=True,
+        )
 
     def __enter__(self) -> FastAPIServer:
-        cmd = [
-            sys.executable,
-            "-m",
-            "bench.fastapi_app",
-            "--model",
-            str(self.model),
-            "--port",
-            str(self.port),
-            "--threads",
-            str(self.threads),
-            "--workers",
-            str(self.workers),
-            "--engine",
-            self.engine,
-        ]
         with open(self.log_file, "wb") as log:
-            self.process = subprocess.Popen(
-                cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=with_malloc_env(dict(os.environ)),  # as Triton's: a fair baseline
-                start_new_session=True,
-            )
+            self.processes = [self._start(port, log) for port in self.ports]
         try:
-            self._wait_ready(60.0)
+            for process, port in zip(self.processes, self.ports, strict=True):
+                self._wait_ready(process, port, 60.0)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _wait_ready(self, process: subprocess.Popen, port: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if process.poll() is not None:
                 tail = self.log_file.read_text(errors="replace").strip().splitlines()[-3:]
                 raise FastAPIServerError(f"FastAPI server exited: {' | '.join(tail)}")
             try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
                     if r.status == 200:
                         return
             except (urllib.error.URLError, OSError):
@@ -86,10 +95,9 @@ class FastAPIServer:
         raise FastAPIServerError(f"FastAPI server not ready after {timeout:.0f}s")
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        terminate(self.process, 10)
-        self.process = None
+        for process in self.processes:
+            terminate(process, 10)
+        self.processes = []
 
     def __exit__(self, *exc) -> None:
         self.stop()

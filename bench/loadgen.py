@@ -220,13 +220,14 @@ class RawHTTPTarget:
 
     name = "fastapi-http"
 
-    def __init__(self, url: str, sample: np.ndarray):
+    def __init__(self, url: str, sample: np.ndarray, ports: list[int] | None = None):
+        """`ports`: the server's processes, one a port, that take the connections in turn."""
         _check_loopback(url)
-        self.url, self.body = url, sample.tobytes()
+        self.url, self.body, self.ports = url, sample.tobytes(), ports
 
     async def __aenter__(self) -> RawHTTPTarget:
         headers = {"Content-Type": "application/octet-stream"}
-        self.client = RawHTTPClient(self.url, [(self.body, headers)])
+        self.client = RawHTTPClient(self.url, [(self.body, headers)], self.ports)
         return self
 
     async def __aexit__(self, *exc) -> None:

@@ -76,18 +76,26 @@ class RawHTTPClient:
     the same images are not sent every time); `post()` returns the response (head, body) or
     raises HTTPStatusError on a status other than 200."""
 
-    def __init__(self, url: str, requests: list[tuple[bytes, dict[str, str]]]):
-        """`requests`: (body, headers) pairs, posted one after the other, round and round."""
+    def __init__(
+        self, url: str, requests: list[tuple[bytes, dict[str, str]]], ports: list[int] | None = None
+    ):
+        """`requests`: (body, headers) pairs, posted one after the other, round and round.
+        `ports`: servers on these ports of the url's host take the connections in turn (a
+        server of several processes, one a port), so each gets the same share of the load."""
         parts = urlsplit(url)
-        self.host, self.port = parts.hostname, parts.port or 80
+        self.host = parts.hostname
+        self.ports = ports or [parts.port or 80]
         self.payloads = [request_bytes(url, body, headers) for body, headers in requests]
         self.posted = 0
         self.idle: list[_Connection] = []
         self.all: list[_Connection] = []
+        self.opened = 0
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
-        _, conn = await loop.create_connection(_Connection, self.host, self.port)
+        port = self.ports[self.opened % len(self.ports)]
+        self.opened += 1
+        _, conn = await loop.create_connection(_Connection, self.host, port)
         self.all.append(conn)
         return conn
 

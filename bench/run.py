@@ -28,7 +28,7 @@ from bench.config import (
     load,
 )
 from bench.fastapi_server import FastAPIServer
-from bench.loadgen import Load, RawHTTPTarget, TritonTarget, run_point
+from bench.loadgen import Load, TritonTarget, run_point
 from bench.rawpath import RawPath
 from bench.repository import (
     BenchRepoError,
@@ -48,7 +48,7 @@ from contract.atomic import atomic_write_json
 from contract.config import to_dict
 from optimize.config import ENGINES
 from serve.errors import ServerError
-from serve.server import TritonServer, free_port, free_ports
+from serve.server import TritonServer, free_ports
 
 DEFAULT_CONFIG = Path("configs/bench.yaml")
 SERVED = ("sweep", "raw", "openloop", "variants", "dynbatch", "perf_analyzer", "engines",
@@ -561,10 +561,10 @@ class Bench:
         c = self.cfg.served.compare_concurrency
         for shape in self.fastapi_shapes(v):
             log = self.out / f"fastapi_{shape.workers}x{shape.threads}.log"
-            api = FastAPIServer(v.onnx, free_port(), shape.threads, log, shape.workers, v.engine)
+            api = FastAPIServer(v.onnx, shape.threads, log, shape.workers, v.engine)
             with api:
                 self.point(
-                    lambda api=api: RawHTTPTarget(f"{api.url}/infer", self.sample(1)),
+                    lambda api=api: api.target(self.sample(1)),
                     Load("closed", c),
                     section="fastapi",
                     variant=v.name,

@@ -13,11 +13,9 @@ from bench_helpers import SERVED, build_run_and_repo
 from bench import perf_analyzer
 from bench.config import NoiseConfig, PerfAnalyzerConfig, WindowConfig
 from bench.fastapi_server import FastAPIServer
-from bench.loadgen import Load, RawHTTPTarget, TritonTarget, run_point
+from bench.loadgen import Load, TritonTarget, run_point
 from bench.run import main
 from optimize.evaluate import runner
-from serve import procs
-from serve.server import free_port
 
 pytestmark = pytest.mark.slow
 SHORT = WindowConfig(warmup_s=0.2, window_s=0.3, max_s=1.2)
@@ -54,33 +52,30 @@ def test_fastapi_baseline_runs_its_workers(tiny, tmp_path, workers, threads, eng
     _, repo = tiny
     model = repo / "tiny_fp32" / "1" / "model.onnx"
     log = tmp_path / "fastapi.log"
-    with FastAPIServer(model, free_port(), threads, log, workers, engine) as api:
+    with FastAPIServer(model, threads, log, workers, engine) as api:
         # The logits of the engine Triton would serve the model with
         request = urllib.request.Request(f"{api.url}/infer", SAMPLE.tobytes(), method="POST")
         with urllib.request.urlopen(request, timeout=10) as r:
             logits = np.frombuffer(r.read(), np.float32).reshape(len(SAMPLE), -1)
         expected = runner(model, 1, engine)(SAMPLE)
         np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
-        p = run_point(
-            lambda: RawHTTPTarget(f"{api.url}/infer", SAMPLE), Load("closed", 2), SHORT, QUIET
-        )
-        # uvicorn's supervisor and one process per worker, each serving
-        serving = [pid for pid in _tree(api.process.pid) if "spawn_main" in _cmdline(pid)]
-        assert len(serving) == (workers if workers > 1 else 0), serving
+        pids = [process.pid for process in api.processes]
+        assert len(pids) == len(set(api.ports)) == workers
+        before = [_cpu_ticks(pid) for pid in pids]
+        p = run_point(lambda: api.target(SAMPLE), Load("closed", 4), SHORT, QUIET)
+        # every worker takes its share of the load, not only the one that accepts first
+        used = [_cpu_ticks(pid) - b for pid, b in zip(pids, before, strict=True)]
+        assert min(used) > 0.25 * sum(used), used
         # each worker runs the engine it was given (OpenVINO's library mapped in or not)
-        maps = [Path(f"/proc/{pid}/maps").read_text() for pid in serving or [api.process.pid]]
+        maps = [Path(f"/proc/{pid}/maps").read_text() for pid in pids]
         assert all(("libopenvino" in m) == (engine == "openvino") for m in maps)
     assert p["requests"] > 0 and p["errors"] == 0 and "queue_ms" not in p
-    assert api.process is None  # stopped
+    assert api.processes == []  # stopped
 
 
-def _tree(pid: int) -> list[int]:
-    kids = procs.children(pid)
-    return kids + [k for kid in kids for k in _tree(kid)]
-
-
-def _cmdline(pid: int) -> str:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
 
 
 def test_perf_analyzer_cross_check(bench_server, tmp_path):
