@@ -2,10 +2,11 @@
 
 A benchmark baseline, not a product. It is the careful version of that script: the raw tensor
 bytes in and out (no JSON encoding of tensors), ORT run in the threadpool so the event loop
-keeps accepting requests, no batching; uvicorn's own workers (processes sharing the port)
-give it cores, as Triton's instances do. It runs the model on the engine Triton serves it
+keeps accepting requests, no batching. It runs the model on the engine Triton serves it
 with (ONNX Runtime or OpenVINO), so the comparison is of serving, not of engines.
-`bench.fastapi_server` starts it:
+`bench.fastapi_server` starts one such process a worker, each on its own port: uvicorn's
+own `--workers` (kept for running it by hand) share one socket, and a burst of new
+connections lands on one of them.
 
     python -m bench.fastapi_app --model model.onnx --port 8100 [--threads 1] [--workers 1]
         [--engine onnxruntime|openvino]
