@@ -41,9 +41,8 @@ class FastAPIServer:
         workers: int = 1,
         engine: str = "onnxruntime",
     ):
-        self.model, self.threads, self.log_file = model, threads, log_file
-        self.workers, self.engine = workers, engine
-        self.ports = free_ports(workers)
+        self.model, self.threads, self.log_file, self.engine = model, threads, log_file, engine
+        self.ports = free_ports(workers)  # one a worker
         self.processes: list[subprocess.Popen] = []
 
     @property

@@ -127,19 +127,24 @@ def export_onnx(net, path: Path, chw: tuple[int, int, int] = (1, 28, 28)) -> Pat
     return add_probabilities(path, SPEC)
 
 
-def stats_after(http, model: str, before: dict, inferences: int, seconds: float = 10.0) -> dict:
-    """The model's statistics once `inferences` more have been counted (or the deadline passed).
+def settled(read, done, seconds: float = 10.0):
+    """`read()` once `done(value)` holds, or its last value when the deadline passes.
 
     Triton counts an execution when the backend reports it, which can be just after the
-    last response reached the client; on busy cores a read right then misses it.
+    last response reached the client; on busy cores a count read right then misses it.
     """
     deadline = time.monotonic() + seconds
-    while True:
-        after = http.get_inference_statistics(model)["model_stats"][0]
-        counted = after["inference_count"] - before["inference_count"]
-        if counted >= inferences or time.monotonic() > deadline:
-            return after
+    while not done(value := read()) and time.monotonic() < deadline:
         time.sleep(0.05)
+    return value
+
+
+def stats_after(http, model: str, before: dict, inferences: int) -> dict:
+    """The model's statistics once `inferences` more have been counted."""
+    return settled(
+        lambda: http.get_inference_statistics(model)["model_stats"][0],
+        lambda after: after["inference_count"] - before["inference_count"] >= inferences,
+    )
 
 
 def png_bytes(array: np.ndarray) -> bytes:

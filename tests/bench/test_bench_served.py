@@ -16,6 +16,7 @@ from bench.fastapi_server import FastAPIServer
 from bench.loadgen import Load, TritonTarget, run_point
 from bench.run import main
 from optimize.evaluate import runner
+from serve import procs
 
 pytestmark = pytest.mark.slow
 SHORT = WindowConfig(warmup_s=0.2, window_s=0.3, max_s=1.2)
@@ -74,7 +75,7 @@ def test_fastapi_baseline_runs_its_workers(tiny, tmp_path, workers, threads, eng
 
 
 def _cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = procs.stat_fields(pid)
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 from client_helpers import json_lines, run_infer
-from serve_helpers import ADMIN_KEY, CLASSIFIER, SPEC
+from serve_helpers import ADMIN_KEY, CLASSIFIER, SPEC, settled
 
 from client.connection import PROBE_S, Policy, Triton
 from serve.replicas import start_replicas
@@ -35,17 +35,6 @@ def served(url: str) -> int:
         client.close()
 
 
-def served_each(urls: list[str], total: int, seconds: float = 10.0) -> list[int]:
-    """Images each replica has answered, once `total` are counted in all (or the deadline
-    passed): Triton counts an execution just after its response can reach the client."""
-    deadline = time.monotonic() + seconds
-    while True:
-        counts = [served(u) for u in urls]
-        if sum(counts) >= total or time.monotonic() > deadline:
-            return counts
-        time.sleep(0.05)
-
-
 def classify(triton: Triton, n: int) -> None:
     x = np.zeros((1, 1, SPEC.height, SPEC.width), np.float32)
     for _ in range(n):
@@ -61,7 +50,8 @@ def test_requests_are_spread_over_the_replicas(replicas, protocol):
         classify(triton, 10)
     finally:
         triton.close()
-    assert served_each(replicas.http_urls, 10) == [5, 5]
+    counts = settled(lambda: [served(u) for u in replicas.http_urls], lambda c: sum(c) >= 10)
+    assert counts == [5, 5]
 
 
 def test_a_lost_replica_is_left_out_and_taken_back_once_ready(replicas):
