@@ -374,7 +374,9 @@ def run_point(
     """
     attempts = []
     for attempt in range(guard.retries + 1):
+        probe_ms = noise.speed_probe()  # before the load: the host's speed, not our own
         point = asyncio.run(_with_target(make_target, load, w, max_inflight, seed))
+        point["noise"]["probe_ms"] = round(probe_ms, 2)
         point["busy"] = noise.is_busy(point["noise"], guard.busy_cores)
         attempts.append(point)
         if not point["busy"]:

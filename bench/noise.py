@@ -90,6 +90,23 @@ def load_between(a: Sample, b: Sample) -> dict:
     }
 
 
+# A VM's host can slow its vCPUs without a trace inside the VM: steal time and other
+# processes' CPU both read ~0 while the same work takes up to 1.9x longer (docs/bench.md, "A
+# second machine whose speed moves under the bench"). A fixed loop timed before each point
+# makes that visible; ratios between points taken at different speeds are not trustworthy.
+PROBE_LOOPS = 300_000
+HOST_DRIFT = 1.25  # slowest / fastest probe of a run above which the report warns
+
+
+def speed_probe() -> float:
+    """Milliseconds this core takes for a fixed pure-Python loop (~20 ms on a free core)."""
+    start = time.perf_counter()
+    total = 0
+    for i in range(PROBE_LOOPS):
+        total += i * i
+    return (time.perf_counter() - start) * 1e3
+
+
 def is_busy(load: dict, busy_cores: float) -> bool:
     return load["other_cores"] > busy_cores
 

@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from bench.noise import HOST_DRIFT  # noqa: E402
 from bench.stats import PERCENTILE_RULE  # noqa: E402
 from bench.summary import (  # noqa: E402
     TARGETS,
@@ -684,7 +685,24 @@ def _noise(r: Run) -> list[str]:
         f"(threshold {noise['busy_threshold_cores']}); still busy after retries: "
         f"{noise['busy_after_retries']}.",
         "",
+        *_host_drift(noise),
     ]
+
+
+def _host_drift(noise: dict) -> list[str]:
+    if noise["host_drift"] is None:
+        return []
+    line = (
+        f"A fixed loop timed on one core before each served point took "
+        f"{noise['probe_ms_min']:.1f}-{noise['probe_ms_max']:.1f} ms ({noise['host_drift']:.2f}x)."
+    )
+    if noise["host_drift"] > HOST_DRIFT:
+        line += (
+            " **The machine's speed moved during the run** (a VM's host can slow its vCPUs "
+            "unseen by the other-process check): ratios between points measured at different "
+            "times are not trustworthy; re-run on a steadier machine."
+        )
+    return [line, ""]
 
 
 def _warnings(r: Run) -> list[str]:

@@ -688,8 +688,13 @@ def noise_summary(results: dict) -> dict:
     busy = [p for p in results["points"] if p.get("busy")] + [
         r for r in results["inprocess"] if r.get("busy")
     ]
+    probes = [n["probe_ms"] for n in loads if n.get("probe_ms")]
     return {
         "measurements": len(loads),
+        "probe_ms_min": min(probes, default=None),
+        "probe_ms_max": max(probes, default=None),
+        # slowest / fastest fixed-work probe: how much the host's speed moved over the run
+        "host_drift": round(max(probes) / min(probes), 2) if len(probes) > 1 else None,
         "busy_after_retries": len(busy),
         "max_other_cores": max((n["other_cores"] for n in loads), default=None),
         "mean_other_cores": (

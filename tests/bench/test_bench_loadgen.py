@@ -42,7 +42,7 @@ def test_closed_loop_point_has_percentiles_and_counts():
     assert p["load"] == "closed" and p["concurrency"] == 4 and p["requests"] > 0
     assert p["errors"] == 0 and p["p50_ms"] <= p["p90_ms"] <= p["p99_ms"]
     assert 3 <= p["windows"] <= 5 and target.snaps == p["windows"] + 1
-    assert p["attempts"] == 1 and "other_cores" in p["noise"]
+    assert p["attempts"] == 1 and "other_cores" in p["noise"] and p["noise"]["probe_ms"] > 0
 
 
 def test_request_cap_bounds_a_point():

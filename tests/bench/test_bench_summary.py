@@ -217,6 +217,27 @@ def test_report_tables_declare_each_column_once(results):
     assert "## Serving config search" not in text  # no search in these results
 
 
+def _probed(results, probes):
+    for point, ms in zip(results["points"], probes, strict=False):
+        point["noise"]["probe_ms"] = ms
+
+
+def test_noise_section_warns_when_the_hosts_speed_moved(results):
+    _probed(results, [20.0, 21.0, 30.0])
+    noise = report.noise_summary(results)
+    assert (noise["probe_ms_min"], noise["probe_ms_max"], noise["host_drift"]) == (20, 30, 1.5)
+    text = "\n".join(report._noise(report.Run(results, {}, "")))
+    assert "20.0-30.0 ms (1.50x)" in text and "speed moved during the run" in text
+
+
+def test_noise_section_is_quiet_on_a_steady_host_or_without_probes(results):
+    text = "\n".join(report._noise(report.Run(results, {}, "")))
+    assert report.noise_summary(results)["host_drift"] is None and "fixed loop" not in text
+    _probed(results, [20.0, 21.0, 22.0])
+    text = "\n".join(report._noise(report.Run(results, {}, "")))
+    assert "20.0-22.0 ms (1.10x)" in text and "speed moved" not in text
+
+
 def test_search_section_marks_candidates_refusing_the_largest_request(results):
     cand = {"stage": 1, "instances": 2, "max_queue_delay_us": 0, "intra_op_threads": 1,
             "throughput": 6000.0, "p50_ms": 2.0, "p99_ms": 5.0, "errors": 0}  # fmt: skip
