@@ -154,8 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shared-memory", action="store_true", help="inputs via system shared memory")
     p.add_argument("--json", action="store_true", help="one JSON object per image and line")
     p.add_argument("--timeout", type=positive(float), default=30.0, help="seconds per call")
-    p.add_argument("--retries", type=non_negative(int), default=3)
-    p.add_argument("--backoff", type=non_negative(float), default=0.5, help="first retry delay")
+    p.add_argument(
+        "--retries",
+        type=non_negative(int),
+        default=Policy.retries,
+        help=f"after a transient failure (default: {Policy.retries}: "
+        f"{Policy().window:g} s of backoff)",
+    )
+    p.add_argument(
+        "--backoff",
+        type=non_negative(float),
+        default=Policy.backoff,
+        help=f"first retry delay, doubled each time (default: {Policy.backoff:g} s)",
+    )
     return p
 
 

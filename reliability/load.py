@@ -46,7 +46,7 @@ class Load:
         concurrency: int,
         seconds: float,
         *,
-        policy: Policy | None = None,  # default: the client's (3 retries from 0.5 s)
+        policy: Policy | None = None,  # default: the client's
         max_requests: int = 50_000_000,
         protocols: tuple[str, ...] = ("http", "grpc"),
     ):
@@ -113,7 +113,7 @@ class Load:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         p = self.policy
-        longest = (p.retries + 1) * p.timeout + p.backoff * 2 ** (p.retries + 1)
+        longest = (p.retries + 1) * p.timeout + p.window
         for thread in self._threads:
             thread.join(longest)
         for target in self.targets:
