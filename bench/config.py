@@ -21,6 +21,7 @@ SECTIONS = (
     "search",  # serving config search
     "analyzer",  # our search's winner vs Model Analyzer's (make model-analyzer), same load
     "replicas",  # 1 and N tritonserver replicas on the same cores, requests spread over them
+    "paired",  # the headline ratios again, both sides back to back in alternating rounds
 )
 
 # --quick: every section, each as short as still says something; < 3 minutes on 2 cores.
@@ -60,6 +61,7 @@ QUICK = (
     "analyzer.concurrency=[16]",
     "analyzer.rounds=1",
     "engines.rounds=1",
+    "paired.rounds=2",
 )
 
 
@@ -195,6 +197,13 @@ class EnginesConfig:
 
 
 @dataclass
+class PairedConfig:
+    # Rounds of each ratio, its two sides back to back, alternating which goes first; the
+    # median of the rounds' ratios is the target's value.
+    rounds: int = 4
+
+
+@dataclass
 class BenchConfig:
     repo: str = "model_repository"
     model: str | None = None  # None: the one model family in the repository
@@ -213,6 +222,7 @@ class BenchConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     analyzer: AnalyzerConfig = field(default_factory=AnalyzerConfig)
     engines: EnginesConfig = field(default_factory=EnginesConfig)
+    paired: PairedConfig = field(default_factory=PairedConfig)
 
 
 def _positive(name: str, values) -> None:
@@ -275,6 +285,7 @@ def validate(cfg: BenchConfig) -> BenchConfig:
         ("perf_analyzer.max_trials", cfg.perf_analyzer.max_trials),
         ("analyzer.rounds", cfg.analyzer.rounds),
         ("engines.rounds", cfg.engines.rounds),
+        ("paired.rounds", cfg.paired.rounds),
         ("raw.images", cfg.raw.images),
         ("raw.pipeline_s", cfg.raw.pipeline_s),
         ("inprocess.processes_s", cfg.inprocess.processes_s),

@@ -156,6 +156,13 @@ def tensor_shape(
     }  # fmt: skip
 
 
+def shape_of(row: dict) -> dict:
+    """The shape a row of `measure` was measured in: run it again with `measure([shape])`."""
+    keys = ("model", "engine", "batch", "decode", "workers", "threads", "input_dtype",
+            "input_dims")  # fmt: skip
+    return {k: row[k] for k in keys if k in row}
+
+
 def measure(
     shape_list: list[dict],
     files: list[Path],

@@ -29,8 +29,8 @@ from contract.atomic import atomic_write_json, atomic_write_text, staged_file  #
 
 # fmt: off
 POINT_COLUMNS = (
-    "section", "path", "variant", "protocol", "config", "replicas", "preprocess_instances",
-    "load", "concurrency", "rate", "batch",
+    "section", "path", "variant", "protocol", "config", "pair", "replicas",
+    "preprocess_instances", "load", "concurrency", "rate", "batch",
     "throughput", "images_per_s", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms",
     "requests", "errors", "dropped", "stable",
     "windows", "server_ms", "queue_ms", "compute_input_ms", "compute_infer_ms",
@@ -675,6 +675,39 @@ def _engines(r: Run) -> list[str]:
     ]
 
 
+PAIRED_COLUMNS = (
+    Col("target", lambda p: f"`{p['key']}`"),
+    Col("A", "a"),
+    Col("B", "b"),
+    Col("A/B each round (first measured)", "rounds"),
+    Col("median", "median", "{:.3f}"),
+    Col("unpaired", "unpaired", "{:.3f}"),
+)
+
+
+def _paired(r: Run) -> list[str]:
+    pairs = r.results.get("paired") or {}
+    if not pairs:
+        return []
+    rows = [
+        {**p, "key": key, "unpaired": r.tgts[key]["paired"]["unpaired"],
+         "rounds": ", ".join(f"{x['ratio']:.2f} ({x['first'].upper()})" for x in p["rounds"])}
+        for key, p in pairs.items()
+        if (r.tgts.get(key) or {}).get("paired")
+    ]  # fmt: skip
+    return [
+        "## Ratios measured in paired rounds",
+        "",
+        "Each ratio's two sides again, back to back, in alternating order (A then B, then B "
+        "then A), at the points the sections above chose; the median is the target's value. "
+        "Unpaired: the same ratio from the sections above, its sides measured minutes apart. "
+        "A host that moves the machine's speed moves the unpaired figure and spreads the "
+        "rounds; a steady one gives rounds that agree.",
+        "",
+        *_table(PAIRED_COLUMNS, rows),
+    ]
+
+
 def _noise(r: Run) -> list[str]:
     noise = noise_summary(r.results)
     return [
@@ -700,7 +733,8 @@ def _host_drift(noise: dict) -> list[str]:
         line += (
             " **The machine's speed moved during the run** (a VM's host can slow its vCPUs "
             "unseen by the other-process check): ratios between points measured at different "
-            "times are not trustworthy; re-run on a steadier machine."
+            "times are not trustworthy (those measured in paired rounds less so: see their "
+            "range); re-run on a steadier machine."
         )
     return [line, ""]
 
@@ -738,6 +772,7 @@ SECTIONS = (
     _search,
     _analyzer,
     _replicas,
+    _paired,
     _noise,
     _warnings,
     _raw,

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from bench import inprocess, model_analyzer, perf_analyzer, pipeline, replicas, report
+from bench import inprocess, model_analyzer, paired, perf_analyzer, pipeline, replicas, report
 from bench.config import (
     SECTIONS,
     BenchConfig,
@@ -586,6 +586,7 @@ class Bench:
             self.log(f"  tritonserver failed: {str(e).splitlines()[0]}")
         self.section("fastapi", self.run_fastapi)
         self.section("replicas", lambda: replicas.run(self))
+        self.section("paired", lambda: paired.run(self))
         atomic_write_json(self.out / "results.json", self.results)
         written = report.write(self.out, self.results)
         latest = link_latest(self.out)

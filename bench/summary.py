@@ -100,7 +100,7 @@ def _fmt_ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f} ms"
 
 
-def _where(p: dict) -> str:
+def where(p: dict) -> str:
     """Where a served point was measured, e.g. `http c4, 32 images a request`."""
     load = f"c{p['concurrency']}" if p["load"] == "closed" else f"{p['rate']:.0f}/s open loop"
     per = f", {p['batch']} images a request" if p["batch"] > 1 else ""
@@ -118,7 +118,7 @@ def _inprocess(rows: list[dict], variant: str, threads: int) -> tuple[list[dict]
     return [r for r in mine if r["threads"] == t], t
 
 
-def _best(items: list[dict], key: str = "images_per_s") -> dict | None:
+def best_of(items: list[dict], key: str = "images_per_s") -> dict | None:
     return max(items, key=lambda x: x[key], default=None)
 
 
@@ -172,20 +172,20 @@ def analyzer_pairs(points: list[dict]) -> list[tuple[dict, dict]]:
     "the rest of the 2 cores (docs/bench.md, where the CPU goes)",
 )
 def _served_vs_inprocess(f: Facts) -> Figure:
-    best = _best(select(f.points, config="deployed", variant=f.primary, path="tensor"))
-    one = _best(
+    best = best_of(select(f.points, config="deployed", variant=f.primary, path="tensor"))
+    one = best_of(
         [r for r in f.rows if r["variant"] == f.primary and r["kind"] == "onnx"], "throughput"
     )
     if not (best and one):
         return Figure(None, "needs the inprocess and sweep sections")
     # Both baselines as (images/s, how it ran); the better one is compared.
     bases = [(one["throughput"], f"1 process, batch {one['batch']}, {one['threads']} thread(s)")]
-    bases += [(r["images_per_s"], _shape(r)) for r in f.results.get("tensor_inprocess") or []]
+    bases += [(r["images_per_s"], shape_label(r)) for r in f.results.get("tensor_inprocess") or []]
     top, how = max(bases)
     others = "; ".join(f"{h}: {ips:.0f}" for ips, h in bases if h != how)
     return Figure(
         best["images_per_s"] / top,
-        f"{f.primary}: served {best['images_per_s']:.0f} images/s ({_where(best)}) vs "
+        f"{f.primary}: served {best['images_per_s']:.0f} images/s ({where(best)}) vs "
         f"in-process best {top:.0f} images/s ({how})" + (f"; also {others}" if others else ""),
     )
 
@@ -255,7 +255,7 @@ def _dynbatch_gain(f: Facts) -> Figure:
 )
 def _triton_vs_fastapi(f: Facts) -> Figure:
     on = _deployed_on(f)
-    api = _best(fastapi_points(f.points, f.c), "throughput")
+    api = best_of(fastapi_points(f.points, f.c), "throughput")
     if not (on and api and api["throughput"] > 0):
         return Figure(None, "needs the fastapi section and the HTTP point at the comparison c")
     p99_ok = on["p99_ms"] <= api["p99_ms"]
@@ -307,14 +307,16 @@ def _vs_perf_analyzer(f: Facts) -> Figure:
 def _eager_vs(f: Facts, batch1: bool) -> Figure:
     eager = [r for r in f.rows if r["kind"] == "eager"]
     base = (
-        next((r for r in eager if r["batch"] == 1), None) if batch1 else _best(eager, "throughput")
+        next((r for r in eager if r["batch"] == 1), None)
+        if batch1
+        else best_of(eager, "throughput")
     )
-    served = _best(select(f.points, config="deployed", path="tensor"))
+    served = best_of(select(f.points, config="deployed", path="tensor"))
     if not (base and served):
         return Figure(None, "needs the eager baseline (checkpoint) and served points")
     return Figure(
         served["images_per_s"] / base["throughput"],
-        f"served {served['variant']} {served['images_per_s']:.0f} images/s ({_where(served)}) "
+        f"served {served['variant']} {served['images_per_s']:.0f} images/s ({where(served)}) "
         f"vs PyTorch eager FP32 at batch {base['batch']} {base['throughput']:.0f} images/s "
         f"({base['threads']} torch thread(s))",
     )
@@ -444,7 +446,7 @@ def _raw_point(f: Facts, c: int, protocol: str = "http") -> dict | None:
     )
 
 
-def _shape(r: dict) -> str:
+def shape_label(r: dict) -> str:
     return f"{r['workers']} process(es) x {r['threads']} thread(s), batch {r['batch']}"
 
 
@@ -461,17 +463,19 @@ def _shape(r: dict) -> str:
     "preprocess instances (processes) and the in-process workers are what use both cores",
 )
 def _raw_vs_inprocess(f: Facts) -> Figure:
-    best = _best(select(f.points, path="raw", config="deployed"))
-    base = _best(f.results.get("raw_inprocess") or [])
+    best = best_of(select(f.points, path="raw", config="deployed"))
+    base = best_of(f.results.get("raw_inprocess") or [])
     if not (best and base):
         return Figure(None, "needs the inprocess and raw sections and an ensemble")
     others = "; ".join(
-        f"{_shape(r)}: {r['images_per_s']:.0f}" for r in f.results["raw_inprocess"] if r is not base
+        f"{shape_label(r)}: {r['images_per_s']:.0f}"
+        for r in f.results["raw_inprocess"]
+        if r is not base
     )
     return Figure(
         best["images_per_s"] / base["images_per_s"],
-        f"served {best['images_per_s']:.0f} images/s ({_where(best)}) vs in-process "
-        f"{base['images_per_s']:.0f} images/s ({_shape(base)}, {base['engine']})"
+        f"served {best['images_per_s']:.0f} images/s ({where(best)}) vs in-process "
+        f"{base['images_per_s']:.0f} images/s ({shape_label(base)}, {base['engine']})"
         + (f"; in-process also {others}" if others else ""),
     )
 
@@ -609,18 +613,44 @@ def facts(results: dict) -> Facts:
     )
 
 
+def paired_figure(fig: Figure, pair: dict | None) -> Figure:
+    """The median of the paired rounds (bench.paired) in place of the unpaired figure, which
+    the detail keeps."""
+    if pair is None or fig.value is None:
+        return fig
+    return Figure(
+        pair["median"],
+        f"median of {len(pair['rounds'])} paired rounds, range {pair['min']:.2f}-"
+        f"{pair['max']:.2f} ({pair['a']} / {pair['b']}, back to back, order alternating); "
+        f"unpaired {fig.value:.2f}: {fig.detail}",
+        fig.extra_ok,
+    )
+
+
 def targets(results: dict) -> dict:
-    """key -> {value, target, met, meaning, detail}; value None (with why) when not measured."""
+    """key -> {value, target, met, meaning, detail, paired}; value None (with why) when not
+    measured; where the paired section ran, value is its median and `paired` says more."""
     f = facts(results)
     out = {}
     for t in TARGETS.values():
-        fig = t.measure(f)
-        out[t.key.format(c=f.c)] = {
+        key = t.key.format(c=f.c)
+        unpaired = t.measure(f)
+        pair = (results.get("paired") or {}).get(key)
+        fig = paired_figure(unpaired, pair)
+        out[key] = {
             "value": None if fig.value is None else round(fig.value, 3),
             "target": t.goal(),
             "met": t.met(fig),
             "meaning": t.meaning,
             "detail": fig.detail,
+            "paired": None
+            if fig is unpaired
+            else {
+                "rounds": len(pair["rounds"]),
+                "min": pair["min"],
+                "max": pair["max"],
+                "unpaired": round(unpaired.value, 3),
+            },  # fmt: skip
         }
     return out
 
@@ -639,7 +669,7 @@ def fastapi_baseline(results: dict) -> dict | None:
     measured = fastapi_points(f.points, f.c)
     if not measured:
         return None
-    best = _best(measured, "throughput")
+    best = best_of(measured, "throughput")
     shape = [
         {k: p.get(k) for k in ("workers", "threads", "throughput", "p50_ms", "p99_ms")}
         for p in measured
@@ -710,25 +740,25 @@ def verdict(results: dict, tgts: dict) -> str:
     deployed = select(f.points, config="deployed", path="tensor")
     if not deployed:
         return "No served measurement was made, so there is no verdict on serving."
-    best = _best(deployed)
-    single = _best(select(deployed, batch=1), "throughput")
+    best = best_of(deployed)
+    single = best_of(select(deployed, batch=1), "throughput")
     on = _deployed_on(f)
     parts = [
         f"On {results['machine']['cores']} CPU cores shared by client, server and backend "
         f"stubs, the best served result is {best['images_per_s']:.0f} images/s "
-        f"({best['variant']}, {_where(best)}, p99 {best['p99_ms']:.2f} ms)"
+        f"({best['variant']}, {where(best)}, p99 {best['p99_ms']:.2f} ms)"
     ]
     if single is not None and single is not best:
         parts.append(
             f"; with one image a request, {single['throughput']:.0f} requests/s "
-            f"({single['variant']}, {_where(single)}, p99 {single['p99_ms']:.2f} ms)"
+            f"({single['variant']}, {where(single)}, p99 {single['p99_ms']:.2f} ms)"
         )
     parts.append(".")
-    raw = _best(select(f.points, path="raw", config="deployed"))
+    raw = best_of(select(f.points, path="raw", config="deployed"))
     if raw is not None:
         parts.append(
             f" Through the ensemble with encoded test images (the path users call) the best is "
-            f"{raw['images_per_s']:.0f} images/s ({_where(raw)}, p99 {raw['p99_ms']:.2f} ms)."
+            f"{raw['images_per_s']:.0f} images/s ({where(raw)}, p99 {raw['p99_ms']:.2f} ms)."
         )
     if on and on.get("server_ms") is not None:
         parts.append(

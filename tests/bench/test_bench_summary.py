@@ -109,6 +109,33 @@ def test_served_figures_compare_the_better_of_one_process_and_the_deployed_proce
     assert targets(results)["served_vs_inprocess"]["value"] == pytest.approx(19_200 / 20_000)
 
 
+def _paired(ratios, a="tensor path served, http c4", b="in-process 1 process(es)"):
+    rounds = [{"first": "ab"[i % 2], "a": 0.0, "b": 0.0, "ratio": r} for i, r in enumerate(ratios)]
+    return {"a": a, "b": b, "rounds": rounds, "median": sorted(ratios)[len(ratios) // 2],
+            "min": min(ratios), "max": max(ratios)}  # fmt: skip
+
+
+def test_paired_rounds_give_the_value_and_keep_the_unpaired_figure(results):
+    unpaired = targets(results)["served_vs_inprocess"]
+    assert unpaired["value"] == pytest.approx(0.96) and unpaired["paired"] is None
+    results["paired"] = {"served_vs_inprocess": _paired([0.85, 0.88, 1.3])}
+    t = targets(results)["served_vs_inprocess"]
+    assert t["value"] == 0.88 and t["met"] is False  # the median round, not the sweep's 0.96
+    assert t["paired"] == {"rounds": 3, "min": 0.85, "max": 1.3, "unpaired": 0.96}
+    assert "median of 3 paired rounds, range 0.85-1.30" in t["detail"]
+    assert "unpaired 0.96: pruned_int8: served 19200" in t["detail"]
+    # a pair for a target this run did not measure unpaired changes nothing
+    results["paired"]["raw_vs_inprocess"] = _paired([0.9])
+    assert targets(results)["raw_vs_inprocess"]["value"] is None
+    tgts = targets(results)
+    text = "\n".join(report._paired(report.Run(results, tgts, "")))
+    assert "| `served_vs_inprocess` | tensor path served, http c4 |" in text
+    assert "0.85 (A), 0.88 (B), 1.30 (A) | 0.880 | 0.960 |" in text
+    assert "raw_vs_inprocess" not in text
+    del results["paired"]
+    assert report._paired(report.Run(results, targets(results), "")) == []
+
+
 def test_optimized_vs_eager_is_like_for_like_with_batch1_beside_it(results):
     t = targets(results)
     like = t["optimized_vs_eager"]

@@ -1,0 +1,226 @@
+"""The headline ratios measured again in alternating rounds: each ratio's two sides back to
+back, A then B, then B then A, `paired.rounds` times, each side at the point the earlier
+sections chose (the served best point, the in-process best shape, FastAPI's best shape).
+summary.json's value of each such target is then the median of the rounds' ratios, with
+their range and the unpaired figure beside it.
+
+Why: a VM's host can move its vCPUs' speed by up to 2x from one second to the next, unseen
+by the other-process check (docs/bench.md). A ratio of two points measured minutes apart
+then measures the host; two sides measured seconds apart, in both orders, mostly do not,
+and the median drops a round in which the speed moved between its two halves.
+
+Own servers: tritonserver with the models the pairs need, and the FastAPI baseline in its
+best shape, both up through all rounds (each idle while the other side is measured).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bench import perf_analyzer, pipeline
+from bench.fastapi_server import FastAPIServer
+from bench.images import write_perf_analyzer_data
+from bench.loadgen import Load
+from bench.summary import best_of, fastapi_points, select, shape_label, where
+from serve.server import TritonServer, free_ports
+
+
+@dataclass(frozen=True)
+class Side:
+    label: str  # where it is measured, for the report
+    measure: Callable[[], float]  # images/s, measured now
+
+
+def alternate(a: Side, b: Side, rounds: int, log: Callable[[str], None] = print) -> dict:
+    """a/b in `rounds` rounds, a first in even rounds and b first in odd ones."""
+    done = []
+    for r in range(rounds):
+        first = "a" if r % 2 == 0 else "b"
+        got = {}
+        for name in (first, "b" if first == "a" else "a"):
+            got[name] = (a if name == "a" else b).measure()
+        ratio = got["a"] / got["b"] if got["b"] > 0 else 0.0
+        done.append({"first": first, "a": round(got["a"], 1), "b": round(got["b"], 1),
+                     "ratio": round(ratio, 3)})  # fmt: skip
+        log(f"  round {r + 1}/{rounds}: {got['a']:.0f} vs {got['b']:.0f} images/s: {ratio:.2f}")
+    ratios = [d["ratio"] for d in done]
+    return {
+        "a": a.label,
+        "b": b.label,
+        "rounds": done,
+        "median": round(statistics.median(ratios), 3),
+        "min": min(ratios),
+        "max": max(ratios),
+    }
+
+
+class Pairs:
+    """Each headline ratio's two sides, given the servers, from the earlier sections' results."""
+
+    def __init__(self, bench, server: TritonServer, api: FastAPIServer | None):
+        self.bench, self.server, self.api = bench, server, api
+        self.points = bench.results["points"]
+        self.out = bench.out / "paired"
+        self.out.mkdir(exist_ok=True)
+
+    def served(self, like: dict, key: str) -> Side:
+        """Triton at the point `like` (tensor or raw path) was measured at."""
+        b, protocol, c, batch = self.bench, like["protocol"], like["concurrency"], like["batch"]
+        tags = dict(section="paired", pair=key, variant=like["variant"], protocol=protocol,
+                    config="paired")  # fmt: skip
+        if like["path"] == "raw":
+            target = b.raw.target(self.server, protocol, batch)
+            tags["path"] = "raw"
+        else:
+            target = b.triton(self.server, self.variant(like["variant"]), protocol, batch)
+        return Side(
+            f"{like['path']} path served, {where(like)}",
+            lambda: b.point(target, Load("closed", c), batch, **tags)["images_per_s"],
+        )
+
+    def variant(self, name: str):
+        return next(v for v in self.bench.variants if v.name == name)
+
+    def inprocess(self, row: dict, seconds: float, raw: bool) -> Side:
+        """The pipeline shape of an in-process row (pipeline.measure's, or pytest-benchmark's
+        one process, run as a pipeline of one)."""
+        b = self.bench
+        files, spec_path = (b.raw.files(), b.raw.spec_path()) if raw else ([], None)
+        shape = pipeline.shape_of(row)
+        return Side(
+            f"in-process {shape_label(row)}",
+            lambda: pipeline.measure([shape], files, spec_path, seconds, b.cfg.noise, b.log)[0][
+                "images_per_s"
+            ],
+        )
+
+    def perf_analyzer(self, check: dict, model: str, data=None) -> Side:
+        b, protocol = self.bench, check["protocol"]
+        url = self.server.http_url if protocol == "http" else self.server.grpc_url
+        args = (b.cfg.perf_analyzer, url, protocol, model, b.spec, check["concurrency"],
+                check["batch"], self.out)  # fmt: skip
+        return Side(
+            f"perf_analyzer {protocol} c{check['concurrency']} x{check['batch']}",
+            lambda: perf_analyzer.run(*args, input_data=data)["images_per_s"],
+        )
+
+    def fastapi(self, c: int) -> Side:
+        b, api = self.bench, self.api
+        return Side(
+            f"FastAPI {len(api.ports)} worker(s) x {api.threads} thread(s), http c{c}",
+            lambda: b.point(
+                lambda: api.target(b.sample(1)), Load("closed", c), section="paired",
+                pair=f"triton_vs_fastapi_c{c}", variant=b.results.get("primary"),
+                protocol="http", config="paired_fastapi",
+            )["images_per_s"],
+        )  # fmt: skip
+
+    def all(self) -> dict[str, tuple[Side, Side]]:
+        """key -> (a, b), for each ratio whose two sides the earlier sections measured."""
+        b, r, c = self.bench, self.bench.results, self.bench.cfg.served.compare_concurrency
+        primary = r.get("primary")
+        out = {}
+        served = best_of(select(self.points, config="deployed", variant=primary, path="tensor"))
+        base = inprocess_base(b, primary)
+        if served and base:
+            out["served_vs_inprocess"] = (
+                self.served(served, "served_vs_inprocess"),
+                self.inprocess(base, b.cfg.inprocess.processes_s, raw=False),
+            )
+        raw = best_of(select(self.points, path="raw", config="deployed"))
+        raw_base = best_of(r.get("raw_inprocess") or [])
+        if raw and raw_base:
+            out["raw_vs_inprocess"] = (
+                self.served(raw, "raw_vs_inprocess"),
+                self.inprocess(raw_base, b.cfg.raw.pipeline_s, raw=True),
+            )
+        on = select(self.points, config="deployed", variant=primary, path="tensor",
+                    protocol="http", concurrency=c, batch=1)  # fmt: skip
+        if on and self.api is not None:
+            key = f"triton_vs_fastapi_c{c}"
+            out[key] = (self.served(on[-1], key), self.fastapi(c))
+        check = next((x for x in r.get("perf_analyzer") or [] if x["best"]), None)
+        ours = _point_of(self.points, check, "tensor")
+        if check and ours:
+            v = self.variant(check["variant"])
+            out["vs_perf_analyzer"] = (
+                self.served(ours, "vs_perf_analyzer"),
+                self.perf_analyzer(check, v.model),
+            )
+        check = next((x for x in r.get("perf_analyzer_raw") or [] if x["best"]), None)
+        ours = _point_of(self.points, check, "raw")
+        if check and ours:
+            data = write_perf_analyzer_data(
+                self.out / "perf_analyzer_raw_input.json", b.ensemble.input_name, b.raw.encoded()
+            )
+            out["vs_perf_analyzer_raw"] = (
+                self.served(ours, "vs_perf_analyzer_raw"),
+                self.perf_analyzer(check, b.ensemble.name, data),
+            )
+        return out
+
+
+def inprocess_base(bench, variant: str | None) -> dict | None:
+    """The better in-process baseline of the tensor path, as a pipeline row: pytest-benchmark's
+    one process at its best batch and threads, or the deployed instances x threads as
+    processes (summary's served_vs_inprocess compares the same two)."""
+    results = bench.results
+    one = best_of(
+        [r for r in results["inprocess"] if r["variant"] == variant and r["kind"] == "onnx"],
+        "throughput",
+    )
+    rows = list(results.get("tensor_inprocess") or [])
+    if one is not None:
+        v = next(v for v in bench.variants if v.name == variant)
+        shape = pipeline.tensor_shape(v.onnx, v.engine, one["batch"], 1, one["threads"], bench.spec)
+        rows.append({**shape, "images_per_s": one["throughput"]})
+    return best_of(rows)
+
+
+def _point_of(points: list[dict], check: dict | None, path: str) -> dict | None:
+    """Our deployed point that a perf_analyzer cross-check was run at."""
+    if check is None:
+        return None
+    found = select(points, config="deployed", path=path, protocol=check["protocol"],
+                   concurrency=check["concurrency"], batch=check["batch"])  # fmt: skip
+    return found[-1] if found else None
+
+
+def _servers(bench, stack: contextlib.ExitStack) -> tuple[TritonServer, FastAPIServer | None]:
+    ports = dict(zip(("http_port", "grpc_port", "metrics_port"), free_ports(3), strict=True))
+    server = stack.enter_context(
+        TritonServer(
+            bench.cfg.repo,
+            models=bench.served_models(),
+            **ports,
+            log_file=bench.out / "paired" / "tritonserver.log",
+            ready_timeout=bench.cfg.served.ready_timeout_s,
+        )
+    )
+    c = bench.cfg.served.compare_concurrency
+    best = best_of(fastapi_points(bench.results["points"], c), "throughput")
+    if best is None:
+        return server, None
+    v = next(v for v in bench.variants if v.name == best["variant"])
+    log = bench.out / "paired" / f"fastapi_{best['workers']}x{best['threads']}.log"
+    api = FastAPIServer(v.onnx, best["threads"], log, best["workers"], v.engine)
+    return server, stack.enter_context(api)
+
+
+def run(bench) -> None:
+    """Every pair the run has both sides of, in `paired.rounds` alternating rounds."""
+    (bench.out / "paired").mkdir(exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        server, api = _servers(bench, stack)
+        pairs = Pairs(bench, server, api).all()
+        if not pairs:
+            bench.log("  note: no ratio has both sides measured in this run: nothing to pair")
+        results = bench.results.setdefault("paired", {})
+        for key, (a, b) in pairs.items():
+            bench.log(f"  {key}: {a.label} / {b.label}")
+            results[key] = alternate(a, b, bench.cfg.paired.rounds, bench.log)
+            p = results[key]
+            bench.log(f"  {key}: median {p['median']:.2f} (range {p['min']:.2f}-{p['max']:.2f})")

@@ -1,0 +1,37 @@
+"""Paired rounds (bench.paired.alternate): both sides measured in each round, the order
+alternating, and the median of the rounds' ratios as the figure."""
+
+from __future__ import annotations
+
+from bench.paired import Side, alternate
+
+
+def _side(name: str, values: list[float], order: list[str]) -> Side:
+    """A side whose measurements come from `values` in turn and note themselves in `order`."""
+    it = iter(values)
+
+    def measure() -> float:
+        order.append(name)
+        return next(it)
+
+    return Side(name, measure)
+
+
+def test_rounds_alternate_which_side_goes_first():
+    order: list[str] = []
+    a = _side("a", [100.0] * 4, order)
+    b = _side("b", [100.0] * 4, order)
+    out = alternate(a, b, 4, log=lambda _: None)
+    assert order == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert [r["first"] for r in out["rounds"]] == ["a", "b", "a", "b"]
+
+
+def test_the_figure_is_the_median_round_and_the_range_is_kept():
+    order: list[str] = []
+    # Round 3's B ran while the host was slow: one outlier round moves the median little.
+    a = _side("served", [90.0, 88.0, 91.0, 89.0, 90.0], order)
+    b = _side("in-process", [100.0, 100.0, 50.0, 100.0, 100.0], order)
+    out = alternate(a, b, 5, log=lambda _: None)
+    assert [r["ratio"] for r in out["rounds"]] == [0.9, 0.88, 1.82, 0.89, 0.9]
+    assert out["median"] == 0.9 and out["min"] == 0.88 and out["max"] == 1.82
+    assert (out["a"], out["b"]) == ("served", "in-process")
