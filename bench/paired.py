@@ -24,6 +24,8 @@ from bench import perf_analyzer, pipeline
 from bench.fastapi_server import FastAPIServer
 from bench.images import write_perf_analyzer_data
 from bench.loadgen import Load
+from bench.repository import variation
+from bench.search import ModelControl
 from bench.summary import best_of, fastapi_points, select, shape_label, where
 from serve.server import TritonServer, free_ports
 
@@ -60,8 +62,8 @@ def alternate(a: Side, b: Side, rounds: int, log: Callable[[str], None] = print)
 class Pairs:
     """Each headline ratio's two sides, given the servers, from the earlier sections' results."""
 
-    def __init__(self, bench, server: TritonServer, api: FastAPIServer | None):
-        self.bench, self.server, self.api = bench, server, api
+    def __init__(self, bench, server: TritonServer, api: FastAPIServer | None, control):
+        self.bench, self.server, self.api, self.control = bench, server, api, control
         self.points = bench.results["points"]
         self.out = bench.out / "paired"
         self.out.mkdir(exist_ok=True)
@@ -80,6 +82,15 @@ class Pairs:
             f"{like['path']} path served, {where(like)}",
             lambda: b.point(target, Load("closed", c), batch, **tags)["images_per_s"],
         )
+
+    def reloaded(self, side: Side, model: str, config, note: str) -> Side:
+        """`side`, with `model` loaded in `config` (`note` says how) before each measurement."""
+
+        def measure() -> float:
+            self.control.load(model, config)
+            return side.measure()
+
+        return Side(f"{side.label}, {note}", measure)
 
     def variant(self, name: str):
         return next(v for v in self.bench.variants if v.name == name)
@@ -119,48 +130,86 @@ class Pairs:
         )  # fmt: skip
 
     def all(self) -> dict[str, tuple[Side, Side]]:
-        """key -> (a, b), for each ratio whose two sides the earlier sections measured."""
-        b, r, c = self.bench, self.bench.results, self.bench.cfg.served.compare_concurrency
-        primary = r.get("primary")
-        out = {}
+        """key -> (a, b), for each ratio whose two sides the earlier sections measured;
+        dynamic batching last, as it reloads the classifier the others are measured on."""
+        pairs = (
+            self.served_vs_inprocess(),
+            self.raw_vs_inprocess(),
+            self.triton_vs_fastapi(),
+            self.vs_perf_analyzer("tensor"),
+            self.vs_perf_analyzer("raw"),
+            self.dynbatch(),
+        )
+        return dict(p for p in pairs if p is not None)
+
+    @property
+    def c(self) -> int:
+        return self.bench.cfg.served.compare_concurrency
+
+    def deployed_on(self) -> dict | None:
+        """The primary's single-image HTTP point at the comparison concurrency."""
+        on = select(self.points, config="deployed", variant=self.bench.results.get("primary"),
+                    path="tensor", protocol="http", concurrency=self.c, batch=1)  # fmt: skip
+        return on[-1] if on else None
+
+    def served_vs_inprocess(self):
+        b, primary = self.bench, self.bench.results.get("primary")
         served = best_of(select(self.points, config="deployed", variant=primary, path="tensor"))
         base = inprocess_base(b, primary)
         if served and base:
-            out["served_vs_inprocess"] = (
-                self.served(served, "served_vs_inprocess"),
-                self.inprocess(base, b.cfg.inprocess.processes_s, raw=False),
-            )
+            key = "served_vs_inprocess"
+            return key, (self.served(served, key),
+                         self.inprocess(base, b.cfg.inprocess.processes_s, raw=False))  # fmt: skip
+        return None
+
+    def raw_vs_inprocess(self):
         raw = best_of(select(self.points, path="raw", config="deployed"))
-        raw_base = best_of(r.get("raw_inprocess") or [])
-        if raw and raw_base:
-            out["raw_vs_inprocess"] = (
-                self.served(raw, "raw_vs_inprocess"),
-                self.inprocess(raw_base, b.cfg.raw.pipeline_s, raw=True),
-            )
-        on = select(self.points, config="deployed", variant=primary, path="tensor",
-                    protocol="http", concurrency=c, batch=1)  # fmt: skip
+        base = best_of(self.bench.results.get("raw_inprocess") or [])
+        if raw and base:
+            key = "raw_vs_inprocess"
+            return key, (self.served(raw, key),
+                         self.inprocess(base, self.bench.cfg.raw.pipeline_s, raw=True))  # fmt: skip
+        return None
+
+    def triton_vs_fastapi(self):
+        on = self.deployed_on()
         if on and self.api is not None:
-            key = f"triton_vs_fastapi_c{c}"
-            out[key] = (self.served(on[-1], key), self.fastapi(c))
-        check = next((x for x in r.get("perf_analyzer") or [] if x["best"]), None)
-        ours = _point_of(self.points, check, "tensor")
-        if check and ours:
-            v = self.variant(check["variant"])
-            out["vs_perf_analyzer"] = (
-                self.served(ours, "vs_perf_analyzer"),
-                self.perf_analyzer(check, v.model),
-            )
-        check = next((x for x in r.get("perf_analyzer_raw") or [] if x["best"]), None)
-        ours = _point_of(self.points, check, "raw")
-        if check and ours:
+            key = f"triton_vs_fastapi_c{self.c}"
+            return key, (self.served(on, key), self.fastapi(self.c))
+        return None
+
+    def vs_perf_analyzer(self, path: str):
+        """Ours and perf_analyzer at the point the cross-check called best."""
+        raw = path == "raw"
+        checks = self.bench.results.get("perf_analyzer_raw" if raw else "perf_analyzer") or []
+        check = next((x for x in checks if x["best"]), None)
+        ours = _point_of(self.points, check, path)
+        if not (check and ours):
+            return None
+        key = "vs_perf_analyzer_raw" if raw else "vs_perf_analyzer"
+        if raw:
+            e = self.bench.ensemble
             data = write_perf_analyzer_data(
-                self.out / "perf_analyzer_raw_input.json", b.ensemble.input_name, b.raw.encoded()
+                self.out / "perf_analyzer_raw_input.json", e.input_name, self.bench.raw.encoded()
             )
-            out["vs_perf_analyzer_raw"] = (
-                self.served(ours, "vs_perf_analyzer_raw"),
-                self.perf_analyzer(check, b.ensemble.name, data),
-            )
-        return out
+            theirs = self.perf_analyzer(check, e.name, data)
+        else:
+            theirs = self.perf_analyzer(check, self.variant(check["variant"]).model)
+        return key, (self.served(ours, key), theirs)
+
+    def dynbatch(self):
+        primary = self.bench.results.get("primary")
+        on = self.deployed_on()
+        off = select(self.points, config="no_dynamic_batching", variant=primary,
+                     concurrency=self.c)  # fmt: skip
+        if not (on and off):
+            return None
+        v, key = self.variant(primary), f"dynbatch_gain_c{self.c}"
+        unbatched = variation(v.config, dynamic_batching=False)
+        return key, (
+            self.reloaded(self.served(on, key), v.model, v.config, "dynamic batching on"),
+            self.reloaded(self.served(off[-1], key), v.model, unbatched, "off"),
+        )
 
 
 def inprocess_base(bench, variant: str | None) -> dict | None:
@@ -215,7 +264,9 @@ def run(bench) -> None:
     (bench.out / "paired").mkdir(exist_ok=True)
     with contextlib.ExitStack() as stack:
         server, api = _servers(bench, stack)
-        pairs = Pairs(bench, server, api).all()
+        control = ModelControl(server.http_url, server.admin_headers)
+        stack.callback(control.close)
+        pairs = Pairs(bench, server, api, control).all()
         if not pairs:
             bench.log("  note: no ratio has both sides measured in this run: nothing to pair")
         results = bench.results.setdefault("paired", {})

@@ -193,7 +193,8 @@ def test_whole_run_writes_every_file(tmp_path, capsys):
     text = (latest / "report.md").read_text()
     assert "## Targets" in text and "## Our config search vs Triton Model Analyzer" in text
     # --quick: each headline ratio again in 2 paired rounds, one in each order
-    for key in ("served_vs_inprocess", "triton_vs_fastapi_c4", "vs_perf_analyzer"):
+    for key in ("served_vs_inprocess", "triton_vs_fastapi_c4", "vs_perf_analyzer",
+                "dynbatch_gain_c4"):  # fmt: skip
         pair = results["paired"][key]
         assert [r["first"] for r in pair["rounds"]] == ["a", "b"], (key, printed)
         assert summary[key] == pair["median"] and summary["targets"][key]["paired"], key
