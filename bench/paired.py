@@ -20,6 +20,8 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tritonclient.utils import InferenceServerException
+
 from bench import perf_analyzer, pipeline
 from bench.fastapi_server import FastAPIServer
 from bench.images import write_perf_analyzer_data
@@ -65,8 +67,7 @@ class Pairs:
     def __init__(self, bench, server: TritonServer, api: FastAPIServer | None, control):
         self.bench, self.server, self.api, self.control = bench, server, api, control
         self.points = bench.results["points"]
-        self.out = bench.out / "paired"
-        self.out.mkdir(exist_ok=True)
+        self.out = bench.out / "paired"  # run() made it
 
     def served(self, like: dict, key: str) -> Side:
         """Triton at the point `like` (tensor or raw path) was measured at."""
@@ -261,6 +262,9 @@ def _servers(bench, stack: contextlib.ExitStack) -> tuple[TritonServer, FastAPIS
 
 def run(bench) -> None:
     """Every pair the run has both sides of, in `paired.rounds` alternating rounds."""
+    if not select(bench.results["points"], config="deployed"):  # every pair has a served side
+        bench.log("  note: no served point in this run (sweep, raw): nothing to pair")
+        return
     (bench.out / "paired").mkdir(exist_ok=True)
     with contextlib.ExitStack() as stack:
         server, api = _servers(bench, stack)
@@ -269,9 +273,23 @@ def run(bench) -> None:
         pairs = Pairs(bench, server, api, control).all()
         if not pairs:
             bench.log("  note: no ratio has both sides measured in this run: nothing to pair")
-        results = bench.results.setdefault("paired", {})
-        for key, (a, b) in pairs.items():
-            bench.log(f"  {key}: {a.label} / {b.label}")
-            results[key] = alternate(a, b, bench.cfg.paired.rounds, bench.log)
-            p = results[key]
-            bench.log(f"  {key}: median {p['median']:.2f} (range {p['min']:.2f}-{p['max']:.2f})")
+        done, errors = measure(pairs, bench.cfg.paired.rounds, bench.log)
+    bench.results["paired"] = done
+    bench.results["errors"].update(errors)
+
+
+def measure(pairs: dict[str, tuple[Side, Side]], rounds: int, log) -> tuple[dict, dict]:
+    """Each pair's rounds, and "paired <key>" -> why for each pair that failed: one pair
+    failing (perf_analyzer, say) leaves the others to be measured."""
+    done, errors = {}, {}
+    for key, (a, b) in pairs.items():
+        log(f"  {key}: {a.label} / {b.label}")
+        try:
+            p = done[key] = alternate(a, b, rounds, log)
+        except (InferenceServerException, RuntimeError, OSError, ValueError) as e:
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            errors[f"paired {key}"] = why
+            log(f"  {key} failed: {why}")
+            continue
+        log(f"  {key}: median {p['median']:.2f} (range {p['min']:.2f}-{p['max']:.2f})")
+    return done, errors

@@ -3,7 +3,7 @@ alternating, and the median of the rounds' ratios as the figure."""
 
 from __future__ import annotations
 
-from bench.paired import Side, alternate
+from bench.paired import Side, alternate, measure
 
 
 def _side(name: str, values: list[float], order: list[str]) -> Side:
@@ -35,3 +35,17 @@ def test_the_figure_is_the_median_round_and_the_range_is_kept():
     assert [r["ratio"] for r in out["rounds"]] == [0.9, 0.88, 1.82, 0.89, 0.9]
     assert out["median"] == 0.9 and out["min"] == 0.88 and out["max"] == 1.82
     assert (out["a"], out["b"]) == ("served", "in-process")
+
+
+def test_a_pair_that_fails_is_an_error_of_its_own_and_the_others_are_measured():
+    def broken() -> float:
+        raise RuntimeError("perf_analyzer exit 1: no such model\nmore")
+
+    order: list[str] = []
+    pairs = {
+        "vs_perf_analyzer": (_side("ours", [1.0] * 2, order), Side("perf_analyzer", broken)),
+        "served_vs_inprocess": (_side("a", [9.0] * 2, order), _side("b", [10.0] * 2, order)),
+    }
+    done, errors = measure(pairs, 2, log=lambda _: None)
+    assert errors == {"paired vs_perf_analyzer": "perf_analyzer exit 1: no such model"}
+    assert list(done) == ["served_vs_inprocess"] and done["served_vs_inprocess"]["median"] == 0.9
