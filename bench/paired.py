@@ -40,14 +40,12 @@ class Side:
 
 def alternate(a: Side, b: Side, rounds: int, log: Callable[[str], None] = print) -> dict:
     """a/b in `rounds` rounds, a first in even rounds and b first in odd ones."""
-    done = []
+    sides, done = {"a": a, "b": b}, []
     for r in range(rounds):
-        first = "a" if r % 2 == 0 else "b"
-        got = {}
-        for name in (first, "b" if first == "a" else "a"):
-            got[name] = (a if name == "a" else b).measure()
+        order = "ab" if r % 2 == 0 else "ba"
+        got = {name: sides[name].measure() for name in order}  # measured in that order
         ratio = got["a"] / got["b"] if got["b"] > 0 else 0.0
-        done.append({"first": first, "a": round(got["a"], 1), "b": round(got["b"], 1),
+        done.append({"first": order[0], "a": round(got["a"], 1), "b": round(got["b"], 1),
                      "ratio": round(ratio, 3)})  # fmt: skip
         log(f"  round {r + 1}/{rounds}: {got['a']:.0f} vs {got['b']:.0f} images/s: {ratio:.2f}")
     ratios = [d["ratio"] for d in done]
