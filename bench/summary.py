@@ -650,7 +650,7 @@ def targets(results: dict) -> dict:
                 "min": pair["min"],
                 "max": pair["max"],
                 "unpaired": round(unpaired.value, 3),
-            },  # fmt: skip
+            },
         }
     return out
 
