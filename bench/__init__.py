@@ -7,4 +7,6 @@ fastapi_app + fastapi_server (the FastAPI baseline on the served engine, its lau
 perf_analyzer (NVIDIA's cross-check), repository (variants, the ensemble and config
 variations), search (serving config search), images + rawpath + pipeline (the raw path: encoded
 test images through the ensemble, and its in-process baselines), replicas (1 and N servers on
-the same cores), summary (targets and verdict), report (markdown, plots, CSV), run (the CLI)."""
+the same cores), paired (the headline ratios again, both sides back to back in alternating
+rounds), summary (targets and verdict), report (markdown, plots, CSV), errors (what a section
+may fail with), run (the CLI)."""

@@ -20,16 +20,25 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tritonclient.utils import InferenceServerException
-
 from bench import perf_analyzer, pipeline
+from bench.errors import MEASUREMENT_ERRORS, first_line
 from bench.fastapi_server import FastAPIServer
 from bench.images import write_perf_analyzer_data
 from bench.loadgen import Load
 from bench.repository import variation
 from bench.search import ModelControl
-from bench.summary import best_of, fastapi_points, select, shape_label, where
-from serve.server import TritonServer, free_ports
+from bench.summary import (
+    best_of,
+    deployed_on,
+    facts,
+    fastapi_points,
+    find_point,
+    one_process_best,
+    select,
+    shape_label,
+    where,
+)
+from serve.server import TritonServer
 
 
 @dataclass(frozen=True)
@@ -64,7 +73,8 @@ class Pairs:
 
     def __init__(self, bench, server: TritonServer, api: FastAPIServer | None, control):
         self.bench, self.server, self.api, self.control = bench, server, api, control
-        self.points = bench.results["points"]
+        # the run's points, its primary variant and the comparison concurrency
+        self.facts = facts(bench.results)
         self.out = bench.out / "paired"  # run() made it
 
     def served(self, like: dict, key: str) -> Side:
@@ -124,7 +134,7 @@ class Pairs:
             f"FastAPI {len(api.ports)} worker(s) x {api.threads} thread(s), http c{c}",
             lambda: b.point(
                 lambda: api.target(b.sample(1)), Load("closed", c), section="paired",
-                pair=f"triton_vs_fastapi_c{c}", variant=b.results.get("primary"),
+                pair=f"triton_vs_fastapi_c{c}", variant=self.facts.primary,
                 protocol="http", config="paired_fastapi",
             )["images_per_s"],
         )  # fmt: skip
@@ -142,19 +152,11 @@ class Pairs:
         )
         return dict(p for p in pairs if p is not None)
 
-    @property
-    def c(self) -> int:
-        return self.bench.cfg.served.compare_concurrency
-
-    def deployed_on(self) -> dict | None:
-        """The primary's single-image HTTP point at the comparison concurrency."""
-        on = select(self.points, config="deployed", variant=self.bench.results.get("primary"),
-                    path="tensor", protocol="http", concurrency=self.c, batch=1)  # fmt: skip
-        return on[-1] if on else None
-
     def served_vs_inprocess(self):
-        b, primary = self.bench, self.bench.results.get("primary")
-        served = best_of(select(self.points, config="deployed", variant=primary, path="tensor"))
+        b, primary = self.bench, self.facts.primary
+        served = best_of(
+            select(self.facts.points, config="deployed", variant=primary, path="tensor")
+        )
         bases = inprocess_bases(b, primary)
         if served and bases:
             key = "served_vs_inprocess"
@@ -163,7 +165,7 @@ class Pairs:
         return None
 
     def raw_vs_inprocess(self):
-        raw = best_of(select(self.points, path="raw", config="deployed"))
+        raw = best_of(select(self.facts.points, path="raw", config="deployed"))
         bases = self.bench.results.get("raw_inprocess") or []
         if raw and bases:
             key, seconds = "raw_vs_inprocess", self.bench.cfg.raw.pipeline_s
@@ -171,10 +173,10 @@ class Pairs:
         return None
 
     def triton_vs_fastapi(self):
-        on = self.deployed_on()
+        on = deployed_on(self.facts)
         if on and self.api is not None:
-            key = f"triton_vs_fastapi_c{self.c}"
-            return key, (self.served(on, key), self.fastapi(self.c))
+            key = f"triton_vs_fastapi_c{self.facts.c}"
+            return key, (self.served(on, key), self.fastapi(self.facts.c))
         return None
 
     def vs_perf_analyzer(self, path: str):
@@ -182,7 +184,7 @@ class Pairs:
         raw = path == "raw"
         checks = self.bench.results.get("perf_analyzer_raw" if raw else "perf_analyzer") or []
         check = next((x for x in checks if x["best"]), None)
-        ours = _point_of(self.points, check, path)
+        ours = _point_of(self.facts.points, check, path)
         if not (check and ours):
             return None
         key = "vs_perf_analyzer_raw" if raw else "vs_perf_analyzer"
@@ -197,17 +199,17 @@ class Pairs:
         return key, (self.served(ours, key), theirs)
 
     def dynbatch(self):
-        primary = self.bench.results.get("primary")
-        on = self.deployed_on()
-        off = select(self.points, config="no_dynamic_batching", variant=primary,
-                     concurrency=self.c)  # fmt: skip
+        f = self.facts
+        on = deployed_on(f)
+        off = find_point(self.facts.points, config="no_dynamic_batching", variant=f.primary,
+                         concurrency=f.c)  # fmt: skip
         if not (on and off):
             return None
-        v, key = self.variant(primary), f"dynbatch_gain_c{self.c}"
+        v, key = self.variant(f.primary), f"dynbatch_gain_c{f.c}"
         unbatched = variation(v.config, dynamic_batching=False)
         return key, (
             self.reloaded(self.served(on, key), v.model, v.config, "dynamic batching on"),
-            self.reloaded(self.served(off[-1], key), v.model, unbatched, "off"),
+            self.reloaded(self.served(off, key), v.model, unbatched, "off"),
         )
 
 
@@ -215,12 +217,8 @@ def inprocess_bases(bench, variant: str | None) -> list[dict]:
     """The tensor path's in-process baselines as pipeline rows: pytest-benchmark's one process
     at its best batch and threads, and the deployed instances x threads as processes (summary's
     served_vs_inprocess compares the better of the same two)."""
-    results = bench.results
-    one = best_of(
-        [r for r in results["inprocess"] if r["variant"] == variant and r["kind"] == "onnx"],
-        "throughput",
-    )
-    rows = list(results.get("tensor_inprocess") or [])
+    one = one_process_best(bench.results["inprocess"], variant)
+    rows = list(bench.results.get("tensor_inprocess") or [])
     if one is not None:
         v = next(v for v in bench.variants if v.name == variant)
         rows.append(
@@ -233,22 +231,12 @@ def _point_of(points: list[dict], check: dict | None, path: str) -> dict | None:
     """Our deployed point that a perf_analyzer cross-check was run at."""
     if check is None:
         return None
-    found = select(points, config="deployed", path=path, protocol=check["protocol"],
-                   concurrency=check["concurrency"], batch=check["batch"])  # fmt: skip
-    return found[-1] if found else None
+    return find_point(points, config="deployed", path=path, protocol=check["protocol"],
+                      concurrency=check["concurrency"], batch=check["batch"])  # fmt: skip
 
 
 def _servers(bench, stack: contextlib.ExitStack) -> tuple[TritonServer, FastAPIServer | None]:
-    ports = dict(zip(("http_port", "grpc_port", "metrics_port"), free_ports(3), strict=True))
-    server = stack.enter_context(
-        TritonServer(
-            bench.cfg.repo,
-            models=bench.served_models(),
-            **ports,
-            log_file=bench.out / "paired" / "tritonserver.log",
-            ready_timeout=bench.cfg.served.ready_timeout_s,
-        )
-    )
+    server = stack.enter_context(bench.triton_server(bench.out / "paired" / "tritonserver.log"))
     c = bench.cfg.served.compare_concurrency
     best = best_of(fastapi_points(bench.results["points"], c), "throughput")
     if best is None:
@@ -285,8 +273,8 @@ def measure(pairs: dict[str, tuple[Side, Side]], rounds: int, log) -> tuple[dict
         log(f"  {key}: {a.label} / {b.label}")
         try:
             p = done[key] = alternate(a, b, rounds, log)
-        except (InferenceServerException, RuntimeError, OSError, ValueError) as e:
-            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        except MEASUREMENT_ERRORS as e:
+            why = first_line(e)
             errors[f"paired {key}"] = why
             log(f"  {key} failed: {why}")
             continue

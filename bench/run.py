@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from tritonclient.utils import InferenceServerException
 
 from bench import inprocess, model_analyzer, paired, perf_analyzer, pipeline, replicas, report
 from bench.config import (
@@ -27,6 +26,7 @@ from bench.config import (
     InprocessConfig,
     load,
 )
+from bench.errors import MEASUREMENT_ERRORS, first_line
 from bench.fastapi_server import FastAPIServer
 from bench.loadgen import Load, TritonTarget, run_point
 from bench.rawpath import RawPath
@@ -174,10 +174,8 @@ class Bench:
         t0 = time.monotonic()
         try:
             fn()
-        # RuntimeError covers ours: LoadError, ServerError, InprocessError, PerfAnalyzerError,
-        # FastAPIServerError.
-        except (InferenceServerException, RuntimeError, OSError, ValueError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        except MEASUREMENT_ERRORS as e:
+            first = first_line(e)
             self.results["errors"][name] = first
             self.log(f"  {name} failed: {first}")
         self.log(f"  ({time.monotonic() - t0:.0f} s)")
@@ -324,16 +322,8 @@ class Bench:
         wanted = [s for s in SERVED if s in self.cfg.sections]
         if not wanted:
             return
-        ports = dict(zip(("http_port", "grpc_port", "metrics_port"), free_ports(3), strict=True))
         self.log(f"\n== starting tritonserver ({', '.join(v.model for v in self.variants)})")
-        server = TritonServer(
-            self.cfg.repo,
-            models=self.served_models(),
-            **ports,
-            log_file=self.out / "tritonserver.log",
-            ready_timeout=self.cfg.served.ready_timeout_s,
-        )
-        with server:
+        with self.triton_server(self.out / "tritonserver.log") as server:
             primary = self.primary()
             self.results["primary"] = primary.name
             self.log(f"  primary variant: {primary.name} ({primary.model})")
@@ -351,6 +341,17 @@ class Bench:
             self.section("engines", lambda: self.engines(server, primary))
             self.section("search", lambda: self.config_search(server, primary))
             self.section("analyzer", lambda: self.versus_analyzer(server, primary))
+
+    def triton_server(self, log_file: Path) -> TritonServer:
+        """A tritonserver (a context manager) for the served models, on free loopback ports."""
+        ports = dict(zip(("http_port", "grpc_port", "metrics_port"), free_ports(3), strict=True))
+        return TritonServer(
+            self.cfg.repo,
+            models=self.served_models(),
+            **ports,
+            log_file=log_file,
+            ready_timeout=self.cfg.served.ready_timeout_s,
+        )
 
     def served_models(self) -> list[str]:
         """Every variant, and the ensemble with its preprocess model where there is one."""

@@ -122,7 +122,14 @@ def best_of(items: list[dict], key: str = "images_per_s") -> dict | None:
     return max(items, key=lambda x: x[key], default=None)
 
 
-def _deployed_on(f: Facts) -> dict | None:
+def one_process_best(rows: list[dict], variant: str | None) -> dict | None:
+    """pytest-benchmark's fastest row of `variant` (one process, any batch and threads)."""
+    return best_of(
+        [r for r in rows if r["variant"] == variant and r["kind"] == "onnx"], "throughput"
+    )
+
+
+def deployed_on(f: Facts) -> dict | None:
     """The primary variant's single-image HTTP point at the comparison concurrency."""
     return find_point(
         f.points,
@@ -173,9 +180,7 @@ def analyzer_pairs(points: list[dict]) -> list[tuple[dict, dict]]:
 )
 def _served_vs_inprocess(f: Facts) -> Figure:
     best = best_of(select(f.points, config="deployed", variant=f.primary, path="tensor"))
-    one = best_of(
-        [r for r in f.rows if r["variant"] == f.primary and r["kind"] == "onnx"], "throughput"
-    )
+    one = one_process_best(f.rows, f.primary)
     if not (best and one):
         return Figure(None, "needs the inprocess and sweep sections")
     # Both baselines as (images/s, how it ran); the better one is compared.
@@ -232,7 +237,7 @@ def _overhead_ms_c1(f: Facts) -> Figure:
     "of their time on per-execution work",
 )
 def _dynbatch_gain(f: Facts) -> Figure:
-    on = _deployed_on(f)
+    on = deployed_on(f)
     off = find_point(f.points, variant=f.primary, concurrency=f.c, config="no_dynamic_batching")
     if not (on and off and off["throughput"] > 0):
         return Figure(None, "needs the dynbatch section")
@@ -254,7 +259,7 @@ def _dynbatch_gain(f: Facts) -> Figure:
     "handling is its ceiling",
 )
 def _triton_vs_fastapi(f: Facts) -> Figure:
-    on = _deployed_on(f)
+    on = deployed_on(f)
     api = best_of(fastapi_points(f.points, f.c), "throughput")
     if not (on and api and api["throughput"] > 0):
         return Figure(None, "needs the fastapi section and the HTTP point at the comparison c")
@@ -742,7 +747,7 @@ def verdict(results: dict, tgts: dict) -> str:
         return "No served measurement was made, so there is no verdict on serving."
     best = best_of(deployed)
     single = best_of(select(deployed, batch=1), "throughput")
-    on = _deployed_on(f)
+    on = deployed_on(f)
     parts = [
         f"On {results['machine']['cores']} CPU cores shared by client, server and backend "
         f"stubs, the best served result is {best['images_per_s']:.0f} images/s "
