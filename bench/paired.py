@@ -1,8 +1,9 @@
-"""The headline ratios measured again in alternating rounds: each ratio's two sides back to
-back, A then B, then B then A, `paired.rounds` times, each side at the point the earlier
-sections chose (the served best point, the in-process best shape, FastAPI's best shape).
-summary.json's value of each such target is then the median of the rounds' ratios, with
-their range and the unpaired figure beside it.
+"""The headline ratios and the two serving overheads measured again in alternating rounds:
+each target's two sides back to back, A then B, then B then A, `paired.rounds` times, each
+side at the point the earlier sections chose (the served best point, the in-process best
+shape, FastAPI's best shape, the served c1 point and the same work's in-process cases).
+summary.json's value of each such target is then the median of the rounds' figures (A / B,
+or A - B for an overhead in ms), with their range and the unpaired figure beside it.
 
 Why: a VM's host can move its vCPUs' speed by up to 2x from one second to the next, unseen
 by the other-process check (docs/bench.md). A ratio of two points measured minutes apart
@@ -20,7 +21,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench import perf_analyzer, pipeline
+from bench import inprocess, perf_analyzer, pipeline
 from bench.errors import MEASUREMENT_ERRORS, first_line
 from bench.fastapi_server import FastAPIServer
 from bench.images import write_perf_analyzer_data
@@ -34,6 +35,9 @@ from bench.summary import (
     fastapi_points,
     find_point,
     one_process_best,
+    overhead_sides,
+    per_image_ms,
+    raw_overhead_sides,
     select,
     shape_label,
     where,
@@ -44,27 +48,49 @@ from serve.server import TritonServer
 @dataclass(frozen=True)
 class Side:
     label: str  # where it is measured, for the report
-    measure: Callable[[], float]  # images/s, measured now
+    measure: Callable[[], float]  # measured now, in `unit`
+    unit: str = "images/s"
 
 
-def alternate(a: Side, b: Side, rounds: int, log: Callable[[str], None] = print) -> dict:
-    """a/b in `rounds` rounds, a first in even rounds and b first in odd ones."""
-    sides, done = {"a": a, "b": b}, []
+@dataclass(frozen=True)
+class Pair:
+    """A target's two sides, compared as A / B (throughputs), or as A - B where the target is
+    a latency over another (ms)."""
+
+    a: Side
+    b: Side
+    difference: bool = False
+
+    @property
+    def how(self) -> str:
+        return "A - B" if self.difference else "A / B"
+
+    def figure(self, a: float, b: float) -> float:
+        if self.difference:
+            return a - b
+        return a / b if b > 0 else 0.0
+
+
+def alternate(pair: Pair, rounds: int, log: Callable[[str], None] = print) -> dict:
+    """The pair in `rounds` rounds, A first in even rounds and B first in odd ones."""
+    sides, done = {"a": pair.a, "b": pair.b}, []
     for r in range(rounds):
         order = "ab" if r % 2 == 0 else "ba"
         got = {name: sides[name].measure() for name in order}  # measured in that order
-        ratio = got["a"] / got["b"] if got["b"] > 0 else 0.0
-        done.append({"first": order[0], "a": round(got["a"], 1), "b": round(got["b"], 1),
-                     "ratio": round(ratio, 3)})  # fmt: skip
-        log(f"  round {r + 1}/{rounds}: {got['a']:.0f} vs {got['b']:.0f} images/s: {ratio:.2f}")
-    ratios = [d["ratio"] for d in done]
+        value = pair.figure(got["a"], got["b"])
+        done.append({"first": order[0], "a": round(got["a"], 3), "b": round(got["b"], 3),
+                     "value": round(value, 3)})  # fmt: skip
+        log(f"  round {r + 1}/{rounds}: {got['a']:.2f} vs {got['b']:.2f} {pair.a.unit}: "
+            f"{pair.how} = {value:.2f}")  # fmt: skip
+    values = [d["value"] for d in done]
     return {
-        "a": a.label,
-        "b": b.label,
+        "a": pair.a.label,
+        "b": pair.b.label,
+        "how": pair.how,
         "rounds": done,
-        "median": round(statistics.median(ratios), 3),
-        "min": min(ratios),
-        "max": max(ratios),
+        "median": round(statistics.median(values), 3),
+        "min": min(values),
+        "max": max(values),
     }
 
 
@@ -77,8 +103,9 @@ class Pairs:
         self.facts = facts(bench.results)
         self.out = bench.out / "paired"  # run() made it
 
-    def served(self, like: dict, key: str) -> Side:
-        """Triton at the point `like` (tensor or raw path) was measured at."""
+    def served(self, like: dict, key: str, latency: bool = False) -> Side:
+        """Triton at the point `like` (tensor or raw path) was measured at: its images/s, or
+        with `latency` its p50 in ms."""
         b, protocol, c, batch = self.bench, like["protocol"], like["concurrency"], like["batch"]
         tags = dict(section="paired", pair=key, variant=like["variant"], protocol=protocol,
                     config="paired")  # fmt: skip
@@ -87,9 +114,11 @@ class Pairs:
             tags["path"] = "raw"
         else:
             target = b.triton(self.server, self.variant(like["variant"]), protocol, batch)
+        value, unit = ("p50_ms", "ms") if latency else ("images_per_s", "images/s")
         return Side(
-            f"{like['path']} path served, {where(like)}",
-            lambda: b.point(target, Load("closed", c), batch, **tags)["images_per_s"],
+            f"{like['path']} path served, {where(like)}" + (", p50" if latency else ""),
+            lambda: b.point(target, Load("closed", c), batch, **tags)[value],
+            unit,
         )
 
     def reloaded(self, side: Side, model: str, config, note: str) -> Side:
@@ -99,7 +128,7 @@ class Pairs:
             self.control.load(model, config)
             return side.measure()
 
-        return Side(f"{side.label}, {note}", measure)
+        return Side(f"{side.label}, {note}", measure, side.unit)
 
     def variant(self, name: str):
         return next(v for v in self.bench.variants if v.name == name)
@@ -117,6 +146,18 @@ class Pairs:
             return max(r["images_per_s"] for r in done)
 
         return Side("in-process, best of " + " or ".join(shape_label(r) for r in rows), measure)
+
+    def inprocess_ms(self, rows: list[dict]) -> Side:
+        """The sum of the rows' ms an image, their pytest-benchmark cases run again now: the
+        work a served request does, done in process."""
+        b, ids = self.bench, [r["id"] for r in rows]
+        cases = [c for c in b.inprocess_cases() if c["id"] in ids]
+
+        def measure() -> float:
+            done = inprocess.run(cases, b.cfg.inprocess, b.cfg.noise, self.out, b.log)
+            return sum(per_image_ms(r) for r in done)
+
+        return Side("in-process " + " + ".join(ids), measure, "ms")
 
     def perf_analyzer(self, check: dict, model: str, data=None) -> Side:
         b, protocol = self.bench, check["protocol"]
@@ -139,12 +180,14 @@ class Pairs:
             )["images_per_s"],
         )  # fmt: skip
 
-    def all(self) -> dict[str, tuple[Side, Side]]:
-        """key -> (a, b), for each ratio whose two sides the earlier sections measured;
+    def all(self) -> dict[str, Pair]:
+        """key -> its pair, for each target whose two sides the earlier sections measured;
         dynamic batching last, as it reloads the classifier the others are measured on."""
         pairs = (
             self.served_vs_inprocess(),
             self.raw_vs_inprocess(),
+            self.overhead("overhead_ms_c1", overhead_sides),
+            self.overhead("raw_overhead_ms_c1", raw_overhead_sides),
             self.triton_vs_fastapi(),
             self.vs_perf_analyzer("tensor"),
             self.vs_perf_analyzer("raw"),
@@ -159,9 +202,8 @@ class Pairs:
         )
         bases = inprocess_bases(b, primary)
         if served and bases:
-            key = "served_vs_inprocess"
-            return key, (self.served(served, key),
-                         self.inprocess(bases, b.cfg.inprocess.processes_s, raw=False))  # fmt: skip
+            key, seconds = "served_vs_inprocess", b.cfg.inprocess.processes_s
+            return key, Pair(self.served(served, key), self.inprocess(bases, seconds, raw=False))
         return None
 
     def raw_vs_inprocess(self):
@@ -169,14 +211,14 @@ class Pairs:
         bases = self.bench.results.get("raw_inprocess") or []
         if raw and bases:
             key, seconds = "raw_vs_inprocess", self.bench.cfg.raw.pipeline_s
-            return key, (self.served(raw, key), self.inprocess(bases, seconds, raw=True))
+            return key, Pair(self.served(raw, key), self.inprocess(bases, seconds, raw=True))
         return None
 
     def triton_vs_fastapi(self):
         on = deployed_on(self.facts)
         if on and self.api is not None:
             key = f"triton_vs_fastapi_c{self.facts.c}"
-            return key, (self.served(on, key), self.fastapi(self.facts.c))
+            return key, Pair(self.served(on, key), self.fastapi(self.facts.c))
         return None
 
     def vs_perf_analyzer(self, path: str):
@@ -196,7 +238,16 @@ class Pairs:
             theirs = self.perf_analyzer(check, e.name, data)
         else:
             theirs = self.perf_analyzer(check, self.variant(check["variant"]).model)
-        return key, (self.served(ours, key), theirs)
+        return key, Pair(self.served(ours, key), theirs)
+
+    def overhead(self, key: str, sides: Callable):
+        """A latency over the same work in process (`sides`: summary's pick of the served
+        point and the in-process rows), as A - B in ms."""
+        c1, rows = sides(self.facts)
+        if c1 and rows:
+            return key, Pair(self.served(c1, key, latency=True), self.inprocess_ms(rows),
+                             difference=True)  # fmt: skip
+        return None
 
     def dynbatch(self):
         f = self.facts
@@ -207,7 +258,7 @@ class Pairs:
             return None
         v, key = self.variant(f.primary), f"dynbatch_gain_c{f.c}"
         unbatched = variation(v.config, dynamic_batching=False)
-        return key, (
+        return key, Pair(
             self.reloaded(self.served(on, key), v.model, v.config, "dynamic batching on"),
             self.reloaded(self.served(off, key), v.model, unbatched, "off"),
         )
@@ -265,14 +316,14 @@ def run(bench) -> None:
     bench.results["errors"].update(errors)
 
 
-def measure(pairs: dict[str, tuple[Side, Side]], rounds: int, log) -> tuple[dict, dict]:
+def measure(pairs: dict[str, Pair], rounds: int, log) -> tuple[dict, dict]:
     """Each pair's rounds, and "paired <key>" -> why for each pair that failed: one pair
     failing (perf_analyzer, say) leaves the others to be measured."""
     done, errors = {}, {}
-    for key, (a, b) in pairs.items():
-        log(f"  {key}: {a.label} / {b.label}")
+    for key, pair in pairs.items():
+        log(f"  {key}: {pair.how}, A: {pair.a.label}, B: {pair.b.label}")
         try:
-            p = done[key] = alternate(a, b, rounds, log)
+            p = done[key] = alternate(pair, rounds, log)
         except MEASUREMENT_ERRORS as e:
             why = first_line(e)
             errors[f"paired {key}"] = why

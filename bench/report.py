@@ -679,7 +679,8 @@ PAIRED_COLUMNS = (
     Col("target", lambda p: f"`{p['key']}`"),
     Col("A", "a"),
     Col("B", "b"),
-    Col("A/B each round (first measured)", "rounds"),
+    Col("figure", "how"),
+    Col("each round (first measured)", "rounds"),
     Col("median", "median", "{:.3f}"),
     Col("unpaired", "unpaired", "{:.3f}"),
 )
@@ -691,16 +692,17 @@ def _paired(r: Run) -> list[str]:
         return []
     rows = [
         {**p, "key": key, "unpaired": r.tgts[key]["paired"]["unpaired"],
-         "rounds": ", ".join(f"{x['ratio']:.2f} ({x['first'].upper()})" for x in p["rounds"])}
+         "rounds": ", ".join(f"{x['value']:.2f} ({x['first'].upper()})" for x in p["rounds"])}
         for key, p in pairs.items()
         if (r.tgts.get(key) or {}).get("paired")
     ]  # fmt: skip
     return [
-        "## Ratios measured in paired rounds",
+        "## Targets measured in paired rounds",
         "",
-        "Each ratio's two sides again, back to back, in alternating order (A then B, then B "
-        "then A), at the points the sections above chose; the median is the target's value. "
-        "Unpaired: the same ratio from the sections above, its sides measured minutes apart. "
+        "Each target's two sides again, back to back, in alternating order (A then B, then B "
+        "then A), at the points the sections above chose; the median round's figure (A / B, "
+        "or A - B in ms for an overhead) is the target's value. "
+        "Unpaired: the same figure from the sections above, its sides measured minutes apart. "
         "A host that moves the machine's speed moves the unpaired figure and spreads the "
         "rounds; a steady one gives rounds that agree.",
         "",

@@ -192,12 +192,17 @@ class Bench:
         spec_path = run / "model_spec.json"
         return checkpoint, spec_path if spec_path.is_file() else self.variants[0].onnx.parents[1]
 
-    def run_inprocess(self) -> None:
+    def inprocess_cases(self) -> list[dict]:
+        """Every pytest-benchmark case of the run (the paired section runs some again)."""
         checkpoint, spec_path = self._checkpoint()
         onnx = {v.name: (v.onnx, v.engine) for v in self.variants}
         case_list = inprocess.cases(onnx, self.spec, self.inprocess_cfg(), checkpoint, spec_path)
         if self.raw is not None:
             case_list += self.raw.inprocess_cases()
+        return case_list
+
+    def run_inprocess(self) -> None:
+        case_list = self.inprocess_cases()
         self.log(f"  {len(case_list)} cases under pytest-benchmark")
         rows = inprocess.run(case_list, self.cfg.inprocess, self.cfg.noise, self.out, self.log)
         self.results["inprocess"] = rows

@@ -205,25 +205,38 @@ def _served_vs_inprocess(f: Facts) -> Figure:
     limits="one request at a time: the HTTP round trip and two IPC hops, not the cores",
 )
 def _overhead_ms_c1(f: Facts) -> Figure:
-    c1 = find_point(
-        f.points,
-        variant=f.primary,
-        protocol="http",
-        concurrency=1,
-        config="deployed",
-        batch=1,
-        path="tensor",
-    )
-    one, t1 = _inprocess(f.rows, f.primary, f.knobs.get("intra_op_threads", 1))
-    b1 = next((r for r in one if r["batch"] == 1), None)
-    if not (c1 and b1):
+    c1, rows = overhead_sides(f)
+    if not (c1 and rows):
         return Figure(None, "needs inprocess with batch 1 and the sweep at c1")
+    b1 = rows[0]
     return Figure(
         c1["p50_ms"] - b1["median_ms"],
         f"{f.primary}: served p50 {c1['p50_ms']:.3f} ms (HTTP c1) - in-process "
-        f"{b1['median_ms']:.3f} ms (batch 1, {t1} thread(s)); the server queue (the "
+        f"{b1['median_ms']:.3f} ms (batch 1, {b1['threads']} thread(s)); the server queue (the "
         f"dynamic batcher's wait) is {_fmt_ms(c1.get('queue_ms'))} of it",
     )
+
+
+def overhead_sides(f: Facts) -> tuple[dict | None, list[dict]]:
+    """overhead_ms_c1's two sides: the served point (HTTP c1, one image) and the in-process
+    rows whose per-image times it is compared with (the primary at batch 1 and its deployed
+    threads)."""
+    c1 = find_point(f.points, variant=f.primary, protocol="http", concurrency=1,
+                    config="deployed", batch=1, path="tensor")  # fmt: skip
+    b1 = _batch_one(f, f.primary, f.knobs.get("intra_op_threads", 1))
+    return c1, [b1] if b1 else []
+
+
+def _batch_one(f: Facts, variant: str | None, threads: int) -> dict | None:
+    """`variant`'s in-process batch-1 row at the threads nearest `threads`."""
+    one, _ = _inprocess(f.rows, variant, threads)
+    return next((r for r in one if r["batch"] == 1), None)
+
+
+def per_image_ms(row: dict) -> float:
+    """Median ms an image of an in-process row (a model call of `batch` images, or one
+    raw-path step over `batch` files)."""
+    return row["median_ms"] / row["batch"]
 
 
 @target(
@@ -442,7 +455,7 @@ def _raw_variant(f: Facts) -> str | None:
 def _per_image_ms(f: Facts, kind: str) -> float | None:
     """Median ms per image of an in-process raw-path step (decode, preprocess, model_input)."""
     row = next((r for r in f.rows if r["kind"] == kind), None)
-    return 1e3 / row["throughput"] if row else None
+    return per_image_ms(row) if row else None
 
 
 def _raw_point(f: Facts, c: int, protocol: str = "http") -> dict | None:
@@ -496,24 +509,32 @@ def _raw_vs_inprocess(f: Facts) -> Figure:
     limits="one request at a time: latency of the serving path, not the cores",
 )
 def _raw_overhead_ms_c1(f: Facts) -> Figure:
-    c1 = _raw_point(f, 1)
-    variant = _raw_variant(f)
-    threads = (f.results["variants"].get(variant) or {}).get("intra_op_threads", 1)
-    one, t1 = _inprocess(f.rows, variant, threads)
-    b1 = next((r for r in one if r["batch"] == 1), None)
-    pre = _per_image_ms(f, "model_input")
-    if not (c1 and b1 and pre is not None):
+    c1, rows = raw_overhead_sides(f)
+    if not (c1 and rows):
         return Figure(None, "needs the raw section at c1 and inprocess (model_input, batch 1)")
+    pre, b1 = (per_image_ms(r) for r in rows)
+    variant, t1 = rows[1]["variant"], rows[1]["threads"]
     steps = ", ".join(
         f"{step} queue {c1.get(f'{step}_queue_ms') or 0:.3f} + compute "
         f"{c1.get(f'{step}_compute_infer_ms') or 0:.3f} ms"
         for step in ("preprocess", "classifier")
     )
     return Figure(
-        c1["p50_ms"] - pre - b1["median_ms"],
+        c1["p50_ms"] - pre - b1,
         f"served p50 {c1['p50_ms']:.3f} ms (HTTP c1) - (contract.model_input {pre:.3f} ms + "
-        f"{variant} batch 1 {b1['median_ms']:.3f} ms, {t1} thread(s)); in the server: {steps}",
+        f"{variant} batch 1 {b1:.3f} ms, {t1} thread(s)); in the server: {steps}",
     )
+
+
+def raw_overhead_sides(f: Facts) -> tuple[dict | None, list[dict]]:
+    """raw_overhead_ms_c1's two sides: the raw point (HTTP c1, one image) and the in-process
+    rows whose per-image times add up to the same work (contract.model_input, then the
+    ensemble's classifier at batch 1 and its deployed threads); [] if either is missing."""
+    variant = _raw_variant(f)
+    threads = (f.results["variants"].get(variant) or {}).get("intra_op_threads", 1)
+    pre = next((r for r in f.rows if r["kind"] == "model_input"), None)
+    b1 = _batch_one(f, variant, threads)
+    return _raw_point(f, 1), [pre, b1] if pre and b1 else []
 
 
 @target(
@@ -625,8 +646,9 @@ def paired_figure(fig: Figure, pair: dict | None) -> Figure:
         return fig
     return Figure(
         pair["median"],
-        f"median of {len(pair['rounds'])} paired rounds, range {pair['min']:.2f}-"
-        f"{pair['max']:.2f} ({pair['a']} / {pair['b']}, back to back, order alternating); "
+        f"median of {len(pair['rounds'])} paired rounds of {pair['how']}, range "
+        f"{pair['min']:.2f} to {pair['max']:.2f} (A: {pair['a']}; B: {pair['b']}; back to "
+        "back, order alternating); "
         f"unpaired {fig.value:.2f}: {fig.detail}",
         fig.extra_ok,
     )

@@ -25,7 +25,7 @@ def raw_run(tmp_path_factory):
     out = root / "results"
     code = main(
         ["--repo", str(repo), "--run", str(run), "--out", str(out),
-         "--sections", "inprocess,raw,perf_analyzer,search,replicas", "--apply", *SHORT,
+         "--sections", "inprocess,raw,perf_analyzer,search,replicas,paired", "--apply", *SHORT,
          "inprocess.batch_sizes=[1,4]", "inprocess.threads=[1]", "inprocess.eager=false",
          "inprocess.min_rounds=2", "inprocess.max_time_s=0.02", "inprocess.warmup_iterations=1",
          "served.compare_concurrency=4", "raw.images=12", "raw.check_images=12",
@@ -36,7 +36,7 @@ def raw_run(tmp_path_factory):
          "search.instances=[1]", "search.max_queue_delay_us=[0]", "search.threads=[1]",
          "search.preferred_batch_sizes=[[]]", "search.concurrency=[2]", "search.p99_ms=100000",
          "search.preprocess_instances=[2,1]",
-         "replicas.counts=[1,2]", "replicas.concurrency=[2]"]
+         "replicas.counts=[1,2]", "replicas.concurrency=[2]", "paired.rounds=2"]
     )  # fmt: skip
     latest = out / "latest"
     results = json.loads((latest / "results.json").read_text())
@@ -92,6 +92,19 @@ def test_raw_targets_and_baselines_are_in_the_summary(raw_run):
     assert (latest / "perf_analyzer_raw_input.json").is_file()
     text = (latest / "report.md").read_text()
     assert f"## The raw path: encoded images to `{MODEL}`" in text
+
+
+def test_raw_targets_in_paired_rounds(raw_run):
+    _, results, summary, _, _ = raw_run
+    for key, how in (("raw_vs_inprocess", "A / B"), ("raw_overhead_ms_c1", "A - B"),
+                     ("vs_perf_analyzer_raw", "A / B")):  # fmt: skip
+        pair = results["paired"][key]
+        assert pair["how"] == how and [r["first"] for r in pair["rounds"]] == ["a", "b"], key
+        assert summary[key] == pair["median"], key
+    # the overhead's in-process side: contract.model_input + the classifier at batch 1, in ms
+    for r in results["paired"]["raw_overhead_ms_c1"]["rounds"]:
+        assert 0 < r["b"] < r["a"] < 1000 and r["value"] == pytest.approx(r["a"] - r["b"], abs=2e-3)
+    assert "model_input" in results["paired"]["raw_overhead_ms_c1"]["b"]
 
 
 def test_search_tunes_the_preprocess_instances_and_applies_the_winner(raw_run):

@@ -196,10 +196,12 @@ def test_whole_run_writes_every_file(tmp_path, capsys):
     assert {c["max_batch_size"] for c in found["candidates"]} == {32}
     text = (latest / "report.md").read_text()
     assert "## Targets" in text and "## Our config search vs Triton Model Analyzer" in text
-    # --quick: each headline ratio again in 2 paired rounds, one in each order
-    for key in ("served_vs_inprocess", "triton_vs_fastapi_c4", "vs_perf_analyzer",
-                "dynbatch_gain_c4"):  # fmt: skip
+    # --quick: each headline target again in 2 paired rounds, one in each order
+    for key in ("served_vs_inprocess", "overhead_ms_c1", "triton_vs_fastapi_c4",
+                "vs_perf_analyzer", "dynbatch_gain_c4"):  # fmt: skip
         pair = results["paired"][key]
         assert [r["first"] for r in pair["rounds"]] == ["a", "b"], (key, printed)
         assert summary[key] == pair["median"] and summary["targets"][key]["paired"], key
-    assert "## Ratios measured in paired rounds" in text
+    # the overhead's in-process side ran the batch-1 case again: a latency, not images/s
+    assert all(0 < r["b"] < 100 for r in results["paired"]["overhead_ms_c1"]["rounds"])
+    assert "## Targets measured in paired rounds" in text

@@ -8,7 +8,16 @@ import re
 import pytest
 
 from bench import report
-from bench.summary import TARGETS, fastapi_baseline, target, targets, verdict
+from bench.summary import (
+    TARGETS,
+    facts,
+    fastapi_baseline,
+    overhead_sides,
+    raw_overhead_sides,
+    target,
+    targets,
+    verdict,
+)
 
 
 def _point(variant="pruned_int8", c=16, batch=1, rps=1000.0, config="deployed", **extra):
@@ -109,10 +118,10 @@ def test_served_figures_compare_the_better_of_one_process_and_the_deployed_proce
     assert targets(results)["served_vs_inprocess"]["value"] == pytest.approx(19_200 / 20_000)
 
 
-def _paired(ratios, a="tensor path served, http c4", b="in-process 1 process(es)"):
-    rounds = [{"first": "ab"[i % 2], "a": 0.0, "b": 0.0, "ratio": r} for i, r in enumerate(ratios)]
-    return {"a": a, "b": b, "rounds": rounds, "median": sorted(ratios)[len(ratios) // 2],
-            "min": min(ratios), "max": max(ratios)}  # fmt: skip
+def _paired(values, a="tensor path served, http c4", b="in-process 1 process(es)", how="A / B"):
+    rounds = [{"first": "ab"[i % 2], "a": 0.0, "b": 0.0, "value": v} for i, v in enumerate(values)]
+    return {"a": a, "b": b, "how": how, "rounds": rounds, "min": min(values), "max": max(values),
+            "median": sorted(values)[len(values) // 2]}  # fmt: skip
 
 
 def test_paired_rounds_give_the_value_and_keep_the_unpaired_figure(results):
@@ -122,7 +131,7 @@ def test_paired_rounds_give_the_value_and_keep_the_unpaired_figure(results):
     t = targets(results)["served_vs_inprocess"]
     assert t["value"] == 0.88 and t["met"] is False  # the median round, not the sweep's 0.96
     assert t["paired"] == {"rounds": 3, "min": 0.85, "max": 1.3, "unpaired": 0.96}
-    assert "median of 3 paired rounds, range 0.85-1.30" in t["detail"]
+    assert "median of 3 paired rounds of A / B, range 0.85 to 1.30" in t["detail"]
     assert "unpaired 0.96: pruned_int8: served 19200" in t["detail"]
     # a pair for a target this run did not measure unpaired changes nothing
     results["paired"]["raw_vs_inprocess"] = _paired([0.9])
@@ -130,7 +139,7 @@ def test_paired_rounds_give_the_value_and_keep_the_unpaired_figure(results):
     tgts = targets(results)
     text = "\n".join(report._paired(report.Run(results, tgts, "")))
     assert "| `served_vs_inprocess` | tensor path served, http c4 |" in text
-    assert "0.85 (A), 0.88 (B), 1.30 (A) | 0.880 | 0.960 |" in text
+    assert "| A / B | 0.85 (A), 0.88 (B), 1.30 (A) | 0.880 | 0.960 |" in text
     assert "raw_vs_inprocess" not in text
     del results["paired"]
     assert report._paired(report.Run(results, targets(results), "")) == []
@@ -328,6 +337,28 @@ def test_raw_targets_compare_the_raw_path_with_its_own_baselines(results):
     tensor = t["raw_vs_tensor_c16"]
     assert tensor["value"] == pytest.approx(1500 / 6000, abs=1e-3) and tensor["met"] is None
     assert "decoding (the preprocess stubs) used 0.80 of the 2 cores (40%)" in tensor["detail"]
+
+
+def test_overheads_name_their_sides_and_take_the_median_of_a_minus_b(results):
+    _raw_path(results)
+    c1, rows = overhead_sides(facts(results))
+    assert (c1["path"], c1["concurrency"], c1["batch"]) == ("tensor", 1, 1)
+    assert [(r["variant"], r["batch"], r["threads"]) for r in rows] == [("pruned_int8", 1, 1)]
+    raw_c1, raw_rows = raw_overhead_sides(facts(results))
+    assert (raw_c1["path"], raw_c1["concurrency"], raw_c1["batch"]) == ("raw", 1, 1)
+    assert [r["kind"] for r in raw_rows] == ["model_input", "onnx"]
+    # unpaired: 2.0 - 0.1 ms (missed) and 1.5 - 0.125 - 0.1 ms (met); paired, the other way
+    results["paired"] = {
+        "overhead_ms_c1": _paired([0.7, 0.8, 0.9], how="A - B"),
+        "raw_overhead_ms_c1": _paired([1.6, 1.7, 2.9], how="A - B"),
+    }
+    t = targets(results)
+    assert (t["overhead_ms_c1"]["value"], t["overhead_ms_c1"]["met"]) == (0.8, True)
+    assert t["overhead_ms_c1"]["paired"]["unpaired"] == pytest.approx(1.9)
+    assert (t["raw_overhead_ms_c1"]["value"], t["raw_overhead_ms_c1"]["met"]) == (1.7, False)
+    assert "median of 3 paired rounds of A - B" in t["raw_overhead_ms_c1"]["detail"]
+    del results["inprocess"][-1]  # no model_input row: no raw overhead to pair
+    assert raw_overhead_sides(facts(results))[1] == []
 
 
 def test_raw_points_leave_the_tensor_targets_alone(results):
